@@ -1,0 +1,25 @@
+//! The event store of `newsletter`: the port every adapter implements, the SQLite (embedded
+//! default) and PostgreSQL adapters, a catch-up-then-live subscription, and the one command
+//! handling function every caller uses.
+
+mod encoded;
+mod error;
+
+pub mod command;
+pub mod connect;
+pub mod model;
+pub mod port;
+pub mod postgres;
+pub mod sqlite;
+pub mod subscription;
+
+pub use command::{Clock, CommandError, CommandOutcome, SystemClock, execute};
+pub use connect::connect;
+pub use error::StoreError;
+pub use model::{
+    AppendOutcome, EventMetadata, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
+};
+pub use port::EventStore;
+pub use postgres::{PostgresConfig, PostgresEventStore};
+pub use sqlite::{SqliteConfig, SqliteDurability, SqliteEventStore};
+pub use subscription::{Subscription, SubscriptionOptions};

@@ -1,0 +1,201 @@
+//! The single SQLite writer and its group commit.
+
+use chrono::Utc;
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection, Row};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::StoreError;
+use crate::encoded::{EncodedEvent, non_negative, to_i64};
+use crate::model::{AppendOutcome, ExpectedVersion, Position, StreamId};
+
+/// One caller's append, waiting for the writer.
+pub(super) struct AppendRequest {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+    pub events: Vec<EncodedEvent>,
+    pub reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+/// The outcome of one request inside a batch: `Err` only for a fatal database error that
+/// aborts the whole batch; the inner result is the request's own verdict.
+type RequestResult = Result<Result<AppendOutcome, StoreError>, sqlx::Error>;
+
+/// Takes every append waiting (up to `max_batch`), commits them in one transaction, replies.
+pub(super) async fn run(
+    mut conn: SqliteConnection,
+    mut requests: mpsc::Receiver<AppendRequest>,
+    changes: watch::Sender<u64>,
+    max_batch: usize,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while requests.recv_many(&mut batch, max_batch).await > 0 {
+        let outcomes = write_batch(&mut conn, &batch).await;
+        let wrote = outcomes
+            .iter()
+            .any(|o| matches!(o, Ok(outcome) if !outcome.idempotent_replay));
+        for (request, outcome) in batch.drain(..).zip(outcomes) {
+            // A caller that gave up waiting is not an error of the store.
+            let _ = request.reply.send(outcome);
+        }
+        if wrote {
+            changes.send_modify(|generation| *generation = generation.wrapping_add(1));
+        }
+    }
+    tracing::debug!("sqlite writer stopped: every store handle is gone");
+}
+
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    batch: &[AppendRequest],
+) -> Vec<Result<AppendOutcome, StoreError>> {
+    let fatal = |e: sqlx::Error| {
+        let message = e.to_string();
+        tracing::error!(error = %message, "sqlite group commit failed");
+        batch
+            .iter()
+            .map(|_| {
+                Err(StoreError::Database {
+                    operation: "group commit",
+                    source: sqlx::Error::Protocol(message.clone()),
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    // One request of one event: a single conditional INSERT in autocommit mode is already atomic.
+    if let [request] = batch
+        && request.events.len() == 1
+    {
+        return match append_one(conn, request).await {
+            Ok(outcome) => vec![outcome],
+            Err(e) => fatal(e),
+        };
+    }
+    match write_transaction(conn, batch).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => fatal(e),
+    }
+}
+
+async fn write_transaction(
+    conn: &mut SqliteConnection,
+    batch: &[AppendRequest],
+) -> Result<Vec<Result<AppendOutcome, StoreError>>, sqlx::Error> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for request in batch {
+        // A multi-event append must vanish whole if a later event of it fails.
+        let guarded = request.events.len() > 1;
+        if guarded {
+            sqlx::query("SAVEPOINT append").execute(&mut *tx).await?;
+        }
+        let outcome = append_one(&mut tx, request).await?;
+        if guarded {
+            if outcome.is_err() {
+                sqlx::query("ROLLBACK TO append").execute(&mut *tx).await?;
+            }
+            sqlx::query("RELEASE append").execute(&mut *tx).await?;
+        }
+        outcomes.push(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Inserts one request's events: the first insert checks the expected version in the same
+/// statement; a unique violation or a failed check is resolved into idempotent replay, a
+/// version conflict or a duplicate id.
+async fn append_one(conn: &mut SqliteConnection, request: &AppendRequest) -> RequestResult {
+    const FIRST: &str = "INSERT INTO events \
+         (event_id, stream_id, version, event_type, schema_version, payload, metadata, recorded_at) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 \
+         WHERE (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?2) = ?3 - 1 \
+         RETURNING position";
+    const NEXT: &str = "INSERT INTO events \
+         (event_id, stream_id, version, event_type, schema_version, payload, metadata, recorded_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING position";
+    let recorded_at = Utc::now().timestamp_micros();
+    let mut version = request.expected.as_u64();
+    let mut position = 0;
+    for (index, event) in request.events.iter().enumerate() {
+        version += 1;
+        let sql = if index == 0 { FIRST } else { NEXT };
+        let inserted = sqlx::query(sql)
+            .bind(event.event_id)
+            .bind(request.stream.as_str())
+            .bind(to_i64(version))
+            .bind(&event.event_type)
+            .bind(event.schema_version)
+            .bind(&event.payload)
+            .bind(&event.metadata)
+            .bind(recorded_at)
+            .fetch_optional(&mut *conn)
+            .await;
+        match inserted {
+            Ok(Some(row)) => position = row.try_get::<i64, _>(0)?,
+            Ok(None) => return resolve_conflict(conn, request).await,
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return resolve_conflict(conn, request).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let position = non_negative(position, "new position").unwrap_or_default();
+    Ok(Ok(AppendOutcome {
+        stream_version: version,
+        position: Position::new(position, position),
+        idempotent_replay: false,
+    }))
+}
+
+/// Decides what a refused insert means, from what is stored.
+async fn resolve_conflict(conn: &mut SqliteConnection, request: &AppendRequest) -> RequestResult {
+    let mut stored = Vec::with_capacity(request.events.len());
+    for event in &request.events {
+        let row =
+            sqlx::query("SELECT stream_id, version, position FROM events WHERE event_id = ?1")
+                .bind(event.event_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        stored.push(row.map(|row| {
+            (
+                row.get::<String, _>(0),
+                row.get::<i64, _>(1),
+                row.get::<i64, _>(2),
+            )
+        }));
+    }
+    let first_version = to_i64(request.expected.as_u64()) + 1;
+    let replay = stored.iter().enumerate().all(|(i, found)| {
+        matches!(found, Some((stream, version, _))
+            if stream == request.stream.as_str() && *version == first_version + i as i64)
+    });
+    if replay && let Some(Some((_, version, position))) = stored.last() {
+        let position = non_negative(*position, "stored position").unwrap_or_default();
+        return Ok(Ok(AppendOutcome {
+            stream_version: non_negative(*version, "stored version").unwrap_or_default(),
+            position: Position::new(position, position),
+            idempotent_replay: true,
+        }));
+    }
+    if let Some((event, _)) = request
+        .events
+        .iter()
+        .zip(&stored)
+        .find(|(_, s)| s.is_some())
+    {
+        return Ok(Err(StoreError::DuplicateEventId {
+            event_id: event.event_id,
+        }));
+    }
+    let actual: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?1")
+            .bind(request.stream.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(Err(StoreError::WrongExpectedVersion {
+        stream: request.stream.clone(),
+        expected: request.expected,
+        actual: non_negative(actual, "stream version").unwrap_or_default(),
+    }))
+}

@@ -1,0 +1,212 @@
+//! The conformance suite against the PostgreSQL adapter, plus the late-commit case.
+//!
+//! Runs when `NEWSLETTER_TEST_DATABASE_URL` names a server (each test in its own fresh schema);
+//! without it every test here is reported as ignored with that reason. With it set and the server
+//! unreachable, the tests fail.
+
+mod conformance;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conformance::Backend;
+use newsletter_eventstore::{
+    EventMetadata, EventStore, ExpectedVersion, NewEvent, PostgresConfig, PostgresEventStore,
+    StreamId, Subscription, SubscriptionOptions,
+};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+fn server_url() -> String {
+    std::env::var("NEWSLETTER_TEST_DATABASE_URL")
+        .expect("NEWSLETTER_TEST_DATABASE_URL names the PostgreSQL server for these tests")
+}
+
+/// A fresh schema on the configured server.
+struct Postgres {
+    schema: String,
+    store: Arc<PostgresEventStore>,
+}
+
+impl Postgres {
+    async fn open(schema: &str) -> Arc<PostgresEventStore> {
+        let options = PgConnectOptions::from_str(&server_url())
+            .expect("a valid NEWSLETTER_TEST_DATABASE_URL")
+            .options([("search_path", schema)]);
+        let config = PostgresConfig {
+            notify_channel: format!("events_{schema}"),
+            ..PostgresConfig::default()
+        };
+        Arc::new(
+            PostgresEventStore::connect_with(options, config)
+                .await
+                .expect("connect to the PostgreSQL test server"),
+        )
+    }
+}
+
+impl Backend for Postgres {
+    async fn fresh() -> Self {
+        let schema = format!("es_test_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&server_url())
+            .await
+            .expect("connect to the PostgreSQL test server");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut admin)
+            .await
+            .expect("create test schema");
+        let store = Self::open(&schema).await;
+        Self { schema, store }
+    }
+
+    fn store(&self) -> Arc<dyn EventStore> {
+        self.store.clone()
+    }
+
+    async fn reopen(&mut self) {
+        self.store = Self::open(&self.schema).await;
+    }
+
+    async fn cleanup(self) {
+        drop(self.store);
+        if let Ok(mut admin) = PgConnection::connect(&server_url()).await {
+            let drop_schema = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop_schema))
+                .execute(&mut admin)
+                .await;
+        }
+    }
+}
+
+conformance_suite!(Postgres, [#[cfg_attr(not(postgres_tests), ignore = "NEWSLETTER_TEST_DATABASE_URL is not set: PostgreSQL tests not run")]]);
+
+fn new_event(n: u64) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: "TestHappened".to_owned(),
+        schema_version: 1,
+        payload: serde_json::json!({ "n": n }),
+        metadata: EventMetadata::default(),
+    }
+}
+
+/// A transaction that takes its position first and commits last is still seen, in order,
+/// by a subscriber that has already read past the later-committed event's position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "NEWSLETTER_TEST_DATABASE_URL is not set: PostgreSQL tests not run"
+)]
+async fn a_late_commit_is_never_skipped() {
+    let backend = Postgres::fresh().await;
+    let store = Arc::clone(&backend.store);
+    let early = StreamId::new("test-early").expect("stream");
+    let late = StreamId::new("test-late").expect("stream");
+
+    // Transaction A takes the first position and stays open.
+    let mut conn = store.pool().acquire().await.expect("connection");
+    sqlx::query("BEGIN")
+        .execute(&mut *conn)
+        .await
+        .expect("begin");
+    let first = store
+        .append_within(
+            &mut conn,
+            &early,
+            ExpectedVersion::NoStream,
+            vec![new_event(1)],
+        )
+        .await
+        .expect("append inside the open transaction");
+
+    // Transaction B takes a later position and commits at once.
+    let second = store
+        .append(&late, ExpectedVersion::NoStream, vec![new_event(2)])
+        .await
+        .expect("append that commits first");
+    assert!(
+        first.position.prepare < second.position.prepare,
+        "A took its position first"
+    );
+
+    // A subscriber reading now must not move past A's place: it sees nothing yet.
+    let mut subscription = Subscription::new(
+        store.clone(),
+        None,
+        SubscriptionOptions {
+            batch_size: 10,
+            poll_interval: Duration::from_millis(20),
+        },
+    );
+    assert!(
+        subscription.try_next().await.expect("read").is_none(),
+        "nothing is readable while an earlier transaction is open"
+    );
+
+    sqlx::query("COMMIT")
+        .execute(&mut *conn)
+        .await
+        .expect("commit A");
+    drop(conn);
+
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let event = tokio::time::timeout(Duration::from_secs(30), subscription.next())
+            .await
+            .expect("both events arrive")
+            .expect("read");
+        seen.push(event.payload["n"].as_u64());
+    }
+    assert_eq!(
+        seen,
+        vec![Some(1), Some(2)],
+        "both, in commit-safe order, none skipped"
+    );
+    assert!(subscription.try_next().await.expect("read").is_none());
+    backend.cleanup().await;
+}
+
+/// Appends from many connections at once still give one gap-free reading of the log when a
+/// long transaction holds a position open throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "NEWSLETTER_TEST_DATABASE_URL is not set: PostgreSQL tests not run"
+)]
+async fn readers_wait_behind_an_open_transaction_and_then_see_everything() {
+    let backend = Postgres::fresh().await;
+    let store = Arc::clone(&backend.store);
+    let mut conn = store.pool().acquire().await.expect("connection");
+    sqlx::query("BEGIN")
+        .execute(&mut *conn)
+        .await
+        .expect("begin");
+    store
+        .append_within(
+            &mut conn,
+            &StreamId::new("test-held").expect("stream"),
+            ExpectedVersion::NoStream,
+            vec![new_event(0)],
+        )
+        .await
+        .expect("held append");
+    for n in 1..=50 {
+        let s = StreamId::new(format!("test-free-{n}")).expect("stream");
+        store
+            .append(&s, ExpectedVersion::NoStream, vec![new_event(n)])
+            .await
+            .expect("append");
+    }
+    assert!(store.read_all(None, 100).await.expect("read").is_empty());
+    sqlx::query("COMMIT")
+        .execute(&mut *conn)
+        .await
+        .expect("commit");
+    drop(conn);
+    let all = store.read_all(None, 100).await.expect("read");
+    assert_eq!(all.len(), 51);
+    assert_eq!(all[0].payload["n"], 0);
+    backend.cleanup().await;
+}
