@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use newsletter_domain::{DecodeError, Decider, EventCodec};
+use newsletter_domain::{Decider, DecodeError, EventCodec};
 use newsletter_eventstore::{
     EventMetadata, EventStore, ExpectedVersion, NewEvent, PostgresConfig, PostgresEventStore,
     SqliteConfig, SqliteEventStore, StreamId, SystemClock, execute,
@@ -137,10 +137,13 @@ impl EventCodec for Added {
         Ok(value)
     }
     fn decode(event_type: &str, schema_version: u32, payload: Value) -> Result<Self, DecodeError> {
-        payload["by"].as_u64().map(Added).ok_or(DecodeError::UnknownVersion {
-            event_type: event_type.to_owned(),
-            schema_version,
-        })
+        payload["by"]
+            .as_u64()
+            .map(Added)
+            .ok_or(DecodeError::UnknownVersion {
+                event_type: event_type.to_owned(),
+                schema_version,
+            })
     }
 }
 
@@ -163,8 +166,12 @@ async fn write_figures(
         let ours = throughput(writers, duration, move |n| {
             let s = Arc::clone(&s);
             async move {
-                s.append(&fresh_stream(), ExpectedVersion::NoStream, vec![new_event(n)])
-                    .await?;
+                s.append(
+                    &fresh_stream(),
+                    ExpectedVersion::NoStream,
+                    vec![new_event(n)],
+                )
+                .await?;
                 Ok(())
             }
         })
@@ -189,13 +196,21 @@ async fn write_figures(
             e
         })
         .collect();
-    store.append(&long, ExpectedVersion::NoStream, events).await?;
+    store
+        .append(&long, ExpectedVersion::NoStream, events)
+        .await?;
     let s = Arc::clone(&store);
     let fresh = throughput(1, duration, move |_| {
         let s = Arc::clone(&s);
         async move {
-            execute::<Counter>(s.as_ref(), &SystemClock, &fresh_stream(), &1, &EventMetadata::default())
-                .await?;
+            execute::<Counter>(
+                s.as_ref(),
+                &SystemClock,
+                &fresh_stream(),
+                &1,
+                &EventMetadata::default(),
+            )
+            .await?;
             Ok(())
         }
     })
@@ -227,8 +242,14 @@ async fn write_figures(
         let seeded = Arc::clone(&seeded);
         async move {
             let i = seeded.fetch_add(1, Ordering::Relaxed) as usize % ls.len();
-            execute::<Counter>(s.as_ref(), &SystemClock, &ls[i], &1, &EventMetadata::default())
-                .await?;
+            execute::<Counter>(
+                s.as_ref(),
+                &SystemClock,
+                &ls[i],
+                &1,
+                &EventMetadata::default(),
+            )
+            .await?;
             Ok(())
         }
     })
@@ -267,7 +288,9 @@ async fn replay_figure(
     assert!(total >= existing + count);
     let size = serde_json::to_string(&payload(0))?.len();
     rows.push(Row {
-        figure: format!("{adapter}: replay (read all, pages of 1000) of {total} events, payload {size} B"),
+        figure: format!(
+            "{adapter}: replay (read all, pages of 1000) of {total} events, payload {size} B"
+        ),
         ours: rate,
         baseline: target,
         unit: "events/s vs target",
@@ -289,7 +312,11 @@ async fn count_all(store: &dyn EventStore) -> Result<u64, BoxError> {
     Ok(total)
 }
 
-async fn sqlite_figures(quick: bool, duration: Duration, rows: &mut Vec<Row>) -> Result<(), BoxError> {
+async fn sqlite_figures(
+    quick: bool,
+    duration: Duration,
+    rows: &mut Vec<Row>,
+) -> Result<(), BoxError> {
     let dir = tempfile::tempdir()?;
     let store: Arc<dyn EventStore> = Arc::new(
         SqliteEventStore::open(&dir.path().join("events.db"), SqliteConfig::default()).await?,
@@ -318,10 +345,21 @@ async fn sqlite_figures(quick: bool, duration: Duration, rows: &mut Vec<Row>) ->
         }) as std::pin::Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>
     };
     write_figures("SQLite", Arc::clone(&store), raw, duration, rows).await?;
-    replay_figure("SQLite", store, if quick { 2_000 } else { 200_000 }, 200_000.0, rows).await
+    replay_figure(
+        "SQLite",
+        store,
+        if quick { 2_000 } else { 200_000 },
+        200_000.0,
+        rows,
+    )
+    .await
 }
 
-async fn postgres_figures(quick: bool, duration: Duration, rows: &mut Vec<Row>) -> Result<(), BoxError> {
+async fn postgres_figures(
+    quick: bool,
+    duration: Duration,
+    rows: &mut Vec<Row>,
+) -> Result<(), BoxError> {
     let url = std::env::var("NEWSLETTER_BENCH_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let schema = format!("bench_{}", Uuid::new_v4().simple());
@@ -359,7 +397,14 @@ async fn postgres_figures(quick: bool, duration: Duration, rows: &mut Vec<Row>) 
             }) as std::pin::Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>
         };
         write_figures("PostgreSQL", Arc::clone(&store), raw, duration, rows).await?;
-        replay_figure("PostgreSQL", store, if quick { 2_000 } else { 200_000 }, 100_000.0, rows).await
+        replay_figure(
+            "PostgreSQL",
+            store,
+            if quick { 2_000 } else { 200_000 },
+            100_000.0,
+            rows,
+        )
+        .await
     }
     .await;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
@@ -389,8 +434,14 @@ fn table(rows: &[Row]) -> String {
 
 fn main() -> Result<(), BoxError> {
     let quick = std::env::args().any(|a| a == "--quick");
-    let duration = if quick { Duration::from_millis(300) } else { Duration::from_secs(4) };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let duration = if quick {
+        Duration::from_millis(300)
+    } else {
+        Duration::from_secs(4)
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let mut rows = Vec::new();
     runtime.block_on(async {
         sqlite_figures(quick, duration, &mut rows).await?;
