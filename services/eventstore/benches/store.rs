@@ -217,7 +217,7 @@ async fn write_figures(
     .await?;
     // Keep the long stream at about 50 events: each run appends to a different 50-event stream.
     let mut long_streams = Vec::new();
-    for _ in 0..4096 {
+    for _ in 0..1024 {
         long_streams.push(fresh_stream());
     }
     let seeded = Arc::new(AtomicU64::new(0));

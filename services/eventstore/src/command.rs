@@ -157,7 +157,8 @@ where
     let mut state = D::State::default();
     let mut version = 0;
     for event in recorded {
-        let decoded = D::Event::decode(&event.event_type, event.schema_version, event.payload)
+        let decoded = event
+            .decode::<D::Event>()
             .map_err(|source| CommandError::Decode {
                 stream: stream.clone(),
                 version: event.stream_version,

@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::StoreError;
-use crate::model::{EventMetadata, NewEvent, Position, RecordedEvent, StreamId};
+use crate::model::{
+    AppendOutcome, EventMetadata, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
+};
 
 /// A `NewEvent` with its payload and metadata already serialised to JSON text.
 #[derive(Debug, Clone)]
@@ -62,8 +64,6 @@ impl StoredRow {
             location: format!("position {}", self.position),
             reason,
         };
-        let payload = serde_json::from_str(&self.payload)
-            .map_err(|e| corrupt(format!("payload is not JSON: {e}")))?;
         let metadata: EventMetadata = serde_json::from_str(&self.metadata)
             .map_err(|e| corrupt(format!("metadata is not valid: {e}")))?;
         let stream_version = u64::try_from(self.version)
@@ -83,7 +83,7 @@ impl StoredRow {
             recorded_at: self.recorded_at,
             event_type: self.event_type,
             schema_version,
-            payload,
+            payload: self.payload,
             metadata,
         })
     }
@@ -100,4 +100,52 @@ pub(crate) fn non_negative(value: i64, what: &str) -> Result<u64, StoreError> {
 /// Converts a version for binding; versions beyond i64 cannot occur in practice.
 pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// What the stream holds at one of the versions a refused append asked for.
+pub(crate) struct StoredSlot {
+    pub version: i64,
+    pub event_id: Uuid,
+    pub position: Position,
+}
+
+/// Tells a retry of an append that already succeeded (the same ids at the asked-for versions:
+/// an idempotent replay) from a real conflict, for every adapter alike.
+pub(crate) fn classify_conflict(
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[EncodedEvent],
+    stored: &[StoredSlot],
+    actual_version: i64,
+) -> Result<AppendOutcome, StoreError> {
+    let matching = events
+        .iter()
+        .zip(stored)
+        .filter(|(event, slot)| event.event_id == slot.event_id)
+        .count();
+    if matching == events.len()
+        && stored.len() == events.len()
+        && let Some(last) = stored.last()
+    {
+        return Ok(AppendOutcome {
+            stream_version: non_negative(last.version, "stored version")?,
+            position: last.position,
+            idempotent_replay: true,
+        });
+    }
+    if matching > 0 {
+        // Some ids match what is stored there, some do not: not the same append.
+        let event_id = events
+            .iter()
+            .zip(stored)
+            .find(|(event, slot)| event.event_id == slot.event_id)
+            .map(|(event, _)| event.event_id)
+            .unwrap_or_default();
+        return Err(StoreError::DuplicateEventId { event_id });
+    }
+    Err(StoreError::WrongExpectedVersion {
+        stream: stream.clone(),
+        expected,
+        actual: non_negative(actual_version, "stream version")?,
+    })
 }

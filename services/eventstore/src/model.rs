@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use newsletter_domain::{DecodeError, EventCodec};
+
 use crate::StoreError;
 
 /// The name of one stream (one per subscriber: `subscriber-<uuid>`).
@@ -167,10 +169,30 @@ pub struct RecordedEvent {
     pub event_type: String,
     /// The payload's schema version.
     pub schema_version: u32,
-    /// The payload as JSON.
-    pub payload: serde_json::Value,
+    /// The payload as the JSON text that was stored. Left unparsed so that readers which skip an
+    /// event, or parse it straight into a typed event, pay nothing for it; see [`Self::decode`].
+    pub payload: String,
     /// Correlation, causation and actor.
     pub metadata: EventMetadata,
+}
+
+impl RecordedEvent {
+    /// The payload parsed as a JSON value.
+    pub fn payload_json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(&self.payload)
+    }
+
+    /// The event decoded (and upcast, for older schema versions) by its codec.
+    pub fn decode<E: EventCodec>(&self) -> Result<E, DecodeError> {
+        let payload = self
+            .payload_json()
+            .map_err(|source| DecodeError::Malformed {
+                event_type: self.event_type.clone(),
+                schema_version: self.schema_version,
+                source,
+            })?;
+        E::decode(&self.event_type, self.schema_version, payload)
+    }
 }
 
 /// What a successful append did.

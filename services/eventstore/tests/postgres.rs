@@ -157,7 +157,7 @@ async fn a_late_commit_is_never_skipped() {
             .await
             .expect("both events arrive")
             .expect("read");
-        seen.push(event.payload["n"].as_u64());
+        seen.push(event.payload_json().expect("stored JSON")["n"].as_u64());
     }
     assert_eq!(
         seen,
@@ -207,6 +207,6 @@ async fn readers_wait_behind_an_open_transaction_and_then_see_everything() {
     drop(conn);
     let all = store.read_all(None, 100).await.expect("read");
     assert_eq!(all.len(), 51);
-    assert_eq!(all[0].payload["n"], 0);
+    assert_eq!(all[0].payload_json().expect("stored JSON")["n"], 0);
     backend.cleanup().await;
 }

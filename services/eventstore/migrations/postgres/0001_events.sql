@@ -8,11 +8,13 @@
 -- transaction that starts later gets a larger id, so nothing can appear behind a checkpoint.
 --
 -- No row is updated by every append (no shared counter): the identity column is a sequence,
--- which is not transactional and does not serialise writers.
+-- which is not transactional and does not serialise writers. Idempotency is per stream: a retried
+-- append is recognised by the event ids stored at the versions it asked for, so event ids need no
+-- index of their own.
 CREATE TABLE events (
     position       bigint      GENERATED ALWAYS AS IDENTITY,
     transaction_id xid8        NOT NULL DEFAULT pg_current_xact_id(),
-    event_id       uuid        NOT NULL UNIQUE,
+    event_id       uuid        NOT NULL,
     stream_id      text        NOT NULL,
     version        bigint      NOT NULL CHECK (version >= 1),
     event_type     text        NOT NULL,

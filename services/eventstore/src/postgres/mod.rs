@@ -23,7 +23,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use tokio::sync::{Notify, watch};
 
 use crate::StoreError;
-use crate::encoded::{EncodedEvent, StoredRow, non_negative, to_i64};
+use crate::encoded::{
+    EncodedEvent, StoredRow, StoredSlot, classify_conflict, non_negative, to_i64,
+};
 use crate::model::{AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId};
 use crate::port::EventStore;
 
@@ -67,13 +69,13 @@ const APPEND_SQL: &str = "INSERT INTO events \
      WHERE CASE WHEN $2 = 0 THEN NOT EXISTS (SELECT 1 FROM events WHERE stream_id = $1) \
                 ELSE EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND version = $2) END \
      ORDER BY e.ord \
-     RETURNING position, transaction_id::text::bigint AS transaction_id, version";
+     RETURNING position, transaction_id::text::bigint AS commit_position, version";
 
 /// A `SELECT` of every envelope column, followed by the given clauses.
 macro_rules! select_events {
     ($clauses:literal) => {
         concat!(
-            "SELECT position, transaction_id::text::bigint AS transaction_id, event_id, stream_id, \
+            "SELECT position, transaction_id::text::bigint AS commit_position, event_id, stream_id, \
              version, event_type, schema_version, payload, metadata, recorded_at FROM events ",
             $clauses
         )
@@ -185,7 +187,7 @@ async fn insert(
     let mut last: Option<(i64, i64, i64)> = None;
     for row in &rows {
         let current = (
-            row.try_get::<i64, _>("transaction_id")?,
+            row.try_get::<i64, _>("commit_position")?,
             row.try_get::<i64, _>("position")?,
             row.try_get::<i64, _>("version")?,
         );
@@ -215,64 +217,44 @@ async fn current_version(conn: &mut PgConnection, stream: &StreamId) -> Result<u
     non_negative(version, "stream version")
 }
 
-/// Decides what a refused append means, from what is stored.
+/// Decides what a refused append means, from what the stream holds at the versions the append
+/// asked for: the same ids there make it a replay of an append that already succeeded.
 async fn resolve_conflict(
     conn: &mut PgConnection,
     stream: &StreamId,
     expected: ExpectedVersion,
     events: &[EncodedEvent],
 ) -> Result<AppendOutcome, StoreError> {
-    let ids: Vec<_> = events.iter().map(|e| e.event_id).collect();
+    let first = expected.as_u64();
     let rows = sqlx::query(
-        "SELECT event_id, stream_id, version, position, transaction_id::text::bigint AS transaction_id \
-         FROM events WHERE event_id = ANY($1)",
+        "SELECT version, event_id, position, transaction_id::text::bigint AS commit_position \
+         FROM events WHERE stream_id = $1 AND version > $2 AND version <= $3 ORDER BY version",
     )
-    .bind(&ids)
+    .bind(stream.as_str())
+    .bind(to_i64(first))
+    .bind(to_i64(first + events.len() as u64))
     .fetch_all(&mut *conn)
     .await
     .map_err(StoreError::db("resolve append conflict"))?;
-    let mut stored = std::collections::HashMap::new();
+    let mut stored = Vec::with_capacity(rows.len());
     for row in &rows {
-        let id: uuid::Uuid = row
-            .try_get("event_id")
-            .map_err(StoreError::db("decode conflict row"))?;
-        let entry: (String, i64, i64, i64) = (
-            row.try_get("stream_id")
-                .map_err(StoreError::db("decode conflict row"))?,
-            row.try_get("version")
-                .map_err(StoreError::db("decode conflict row"))?,
-            row.try_get("position")
-                .map_err(StoreError::db("decode conflict row"))?,
-            row.try_get("transaction_id")
-                .map_err(StoreError::db("decode conflict row"))?,
-        );
-        stored.insert(id, entry);
+        let slot = (|| {
+            Ok::<_, sqlx::Error>(StoredSlot {
+                version: row.try_get("version")?,
+                event_id: row.try_get("event_id")?,
+                position: Position::new(
+                    u64::try_from(row.try_get::<i64, _>("commit_position")?).unwrap_or_default(),
+                    u64::try_from(row.try_get::<i64, _>("position")?).unwrap_or_default(),
+                ),
+            })
+        })();
+        stored.push(slot.map_err(|e| StoreError::Database {
+            operation: "decode conflict row",
+            source: e,
+        })?);
     }
-    let first_version = to_i64(expected.as_u64()) + 1;
-    let replay = events.iter().enumerate().all(|(i, e)| {
-        matches!(stored.get(&e.event_id), Some((s, v, _, _))
-            if s == stream.as_str() && *v == first_version + i as i64)
-    });
-    if replay && let Some(last) = events.last().and_then(|e| stored.get(&e.event_id)) {
-        return Ok(AppendOutcome {
-            stream_version: non_negative(last.1, "stored version")?,
-            position: Position::new(
-                non_negative(last.3, "stored transaction id")?,
-                non_negative(last.2, "stored position")?,
-            ),
-            idempotent_replay: true,
-        });
-    }
-    if let Some(event) = events.iter().find(|e| stored.contains_key(&e.event_id)) {
-        return Err(StoreError::DuplicateEventId {
-            event_id: event.event_id,
-        });
-    }
-    Err(StoreError::WrongExpectedVersion {
-        stream: stream.clone(),
-        expected,
-        actual: current_version(conn, stream).await?,
-    })
+    let actual = to_i64(current_version(conn, stream).await?);
+    classify_conflict(stream, expected, events, &stored, actual)
 }
 
 fn row_to_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
@@ -281,7 +263,7 @@ fn row_to_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         source: e,
     };
     let transaction_id = non_negative(
-        row.try_get("transaction_id").map_err(read)?,
+        row.try_get("commit_position").map_err(read)?,
         "transaction id",
     )?;
     let position = non_negative(row.try_get("position").map_err(read)?, "position")?;

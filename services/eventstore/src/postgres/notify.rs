@@ -7,6 +7,9 @@ use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+/// The shortest time between two NOTIFYs of one store.
+const NOTIFY_SPACING: Duration = Duration::from_millis(2);
+
 /// The listener and notifier tasks of one store; aborted when the store is dropped.
 pub(super) struct BackgroundTasks(Vec<JoinHandle<()>>);
 
@@ -33,19 +36,43 @@ impl Drop for BackgroundTasks {
     }
 }
 
-/// Sends one NOTIFY per wake-up; appends that land while one is in flight share the next.
+/// Sends one NOTIFY per wake-up, on a connection of its own with `synchronous_commit = off`
+/// (a notification needs no fsync), and at most one every [`NOTIFY_SPACING`]: appends that land
+/// in between share the next one. Subscribers also poll, so a lost notification only delays.
 async fn notify_loop(pool: PgPool, channel: String, pending: Arc<Notify>) {
     loop {
-        pending.notified().await;
-        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
-            .bind(&channel)
-            .execute(&pool)
+        let mut conn = match pool.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "no connection for NOTIFY; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = sqlx::query("SET synchronous_commit = off")
+            .execute(&mut *conn)
             .await
         {
-            // Subscribers in other processes fall back to polling until it works again.
-            tracing::warn!(error = %e, "could not NOTIFY new events");
+            tracing::warn!(error = %e, "could not prepare the NOTIFY connection");
             tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
         }
+        loop {
+            pending.notified().await;
+            if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(&channel)
+                .execute(&mut *conn)
+                .await
+            {
+                tracing::warn!(error = %e, "could not NOTIFY new events; reconnecting");
+                pending.notify_one();
+                break;
+            }
+            tokio::time::sleep(NOTIFY_SPACING).await;
+        }
+        // Do not hand a connection with altered settings back to the pool.
+        conn.detach();
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

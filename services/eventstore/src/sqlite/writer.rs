@@ -6,7 +6,7 @@ use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::StoreError;
-use crate::encoded::{EncodedEvent, non_negative, to_i64};
+use crate::encoded::{EncodedEvent, StoredSlot, classify_conflict, non_negative, to_i64};
 use crate::model::{AppendOutcome, ExpectedVersion, Position, StreamId};
 
 /// One caller's append, waiting for the writer.
@@ -148,54 +148,39 @@ async fn append_one(conn: &mut SqliteConnection, request: &AppendRequest) -> Req
     }))
 }
 
-/// Decides what a refused insert means, from what is stored.
+/// Decides what a refused insert means, from what the stream holds at the versions the append
+/// asked for: the same ids there make it a replay of an append that already succeeded.
 async fn resolve_conflict(conn: &mut SqliteConnection, request: &AppendRequest) -> RequestResult {
-    let mut stored = Vec::with_capacity(request.events.len());
-    for event in &request.events {
-        let row =
-            sqlx::query("SELECT stream_id, version, position FROM events WHERE event_id = ?1")
-                .bind(event.event_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-        stored.push(row.map(|row| {
-            (
-                row.get::<String, _>(0),
-                row.get::<i64, _>(1),
-                row.get::<i64, _>(2),
-            )
-        }));
-    }
-    let first_version = to_i64(request.expected.as_u64()) + 1;
-    let replay = stored.iter().enumerate().all(|(i, found)| {
-        matches!(found, Some((stream, version, _))
-            if stream == request.stream.as_str() && *version == first_version + i as i64)
-    });
-    if replay && let Some(Some((_, version, position))) = stored.last() {
-        let position = non_negative(*position, "stored position").unwrap_or_default();
-        return Ok(Ok(AppendOutcome {
-            stream_version: non_negative(*version, "stored version").unwrap_or_default(),
+    let first = request.expected.as_u64();
+    let rows = sqlx::query(
+        "SELECT version, event_id, position FROM events \
+         WHERE stream_id = ?1 AND version > ?2 AND version <= ?3 ORDER BY version",
+    )
+    .bind(request.stream.as_str())
+    .bind(to_i64(first))
+    .bind(to_i64(first + request.events.len() as u64))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut stored = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let position = row.try_get::<i64, _>(2)?;
+        let position = non_negative(position, "stored position").unwrap_or_default();
+        stored.push(StoredSlot {
+            version: row.try_get(0)?,
+            event_id: row.try_get(1)?,
             position: Position::new(position, position),
-            idempotent_replay: true,
-        }));
-    }
-    if let Some((event, _)) = request
-        .events
-        .iter()
-        .zip(&stored)
-        .find(|(_, s)| s.is_some())
-    {
-        return Ok(Err(StoreError::DuplicateEventId {
-            event_id: event.event_id,
-        }));
+        });
     }
     let actual: i64 =
         sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?1")
             .bind(request.stream.as_str())
             .fetch_one(&mut *conn)
             .await?;
-    Ok(Err(StoreError::WrongExpectedVersion {
-        stream: request.stream.clone(),
-        expected: request.expected,
-        actual: non_negative(actual, "stream version").unwrap_or_default(),
-    }))
+    Ok(classify_conflict(
+        &request.stream,
+        request.expected,
+        &request.events,
+        &stored,
+        actual,
+    ))
 }

@@ -191,56 +191,72 @@ pub async fn idempotent_retry_of_the_same_events<B: Backend>(backend: &mut B) {
     assert!(late_retry.idempotent_replay);
     assert_eq!(late_retry.stream_version, 3);
 
-    // An id already stored cannot be appended as something else.
-    let mut reused = event(99);
-    reused.event_id = batch[1].event_id;
+    // A retry that reuses some of the ids but not all is not the same append.
+    let mut altered = batch.clone();
+    altered[2] = event(99);
+    match store.append(&s, ExpectedVersion::NoStream, altered).await {
+        Err(StoreError::DuplicateEventId { event_id }) => assert_eq!(event_id, batch[0].event_id),
+        other => panic!("expected a duplicate id error, got {other:?}"),
+    }
+    // Other events at those versions make it a plain conflict.
     match store
-        .append(
-            &stream("elsewhere"),
-            ExpectedVersion::NoStream,
-            vec![reused],
-        )
+        .append(&s, ExpectedVersion::NoStream, events(50..52))
         .await
     {
-        Err(StoreError::DuplicateEventId { event_id }) => assert_eq!(event_id, batch[1].event_id),
-        other => panic!("expected a duplicate id error, got {other:?}"),
+        Err(StoreError::WrongExpectedVersion { actual, .. }) => assert_eq!(actual, 4),
+        other => panic!("expected a version conflict, got {other:?}"),
     }
     assert_eq!(read_everything(store.as_ref(), 100, 4).await.len(), 4);
 }
 
-/// When one event of an append cannot be stored, none of it is.
+/// Concurrent multi-event appends at the same version: exactly one lands, whole, and nothing of
+/// the others is stored or interleaved.
 pub async fn append_is_all_or_nothing<B: Backend>(backend: &mut B) {
+    const RACERS: u64 = 8;
     let store = backend.store();
-    let taken = event(0);
+    let s = stream("atomic");
     store
-        .append(
-            &stream("owner"),
-            ExpectedVersion::NoStream,
-            vec![taken.clone()],
-        )
+        .append(&s, ExpectedVersion::NoStream, events(0..1))
         .await
         .expect("first append");
-    let s = stream("atomic");
-    let mut clash = event(2);
-    clash.event_id = taken.event_id;
-    let result = store
-        .append(
-            &s,
-            ExpectedVersion::NoStream,
-            vec![event(1), clash, event(3)],
-        )
-        .await;
-    assert!(
-        matches!(result, Err(StoreError::DuplicateEventId { .. })),
-        "got {result:?}"
-    );
-    assert!(store.read_stream(&s, 0).await.expect("read").is_empty());
-    assert_eq!(read_everything(store.as_ref(), 10, 1).await.len(), 1);
-    // The stream is still free for a correct append.
-    store
-        .append(&s, ExpectedVersion::NoStream, events(4..6))
+    let mut racers = Vec::new();
+    for racer in 0..RACERS {
+        let store = Arc::clone(&store);
+        let s = s.clone();
+        racers.push(tokio::spawn(async move {
+            let batch = events(racer * 100..racer * 100 + 5);
+            let ids: Vec<_> = batch.iter().map(|e| e.event_id).collect();
+            (
+                ids,
+                store.append(&s, ExpectedVersion::Exact(1), batch).await,
+            )
+        }));
+    }
+    let mut winners = Vec::new();
+    for racer in racers {
+        let (ids, result) = racer.await.expect("racer task");
+        match result {
+            Ok(outcome) => {
+                assert_eq!(outcome.stream_version, 6);
+                winners.push(ids);
+            }
+            Err(StoreError::WrongExpectedVersion { actual, .. }) => assert_eq!(actual, 6),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one concurrent append wins");
+    let stored: Vec<_> = store
+        .read_stream(&s, 1)
         .await
-        .expect("append after the failed one");
+        .expect("read")
+        .into_iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(
+        stored, winners[0],
+        "the winner's events, whole and in order"
+    );
+    assert_eq!(read_everything(store.as_ref(), 10, 6).await.len(), 6);
 }
 
 /// An append with no events is refused.
@@ -270,7 +286,7 @@ pub async fn large_batch_in_one_append<B: Backend>(backend: &mut B) {
     for (i, (stored, sent)) in stored.iter().zip(&batch).enumerate() {
         assert_eq!(stored.stream_version, i as u64 + 1);
         assert_eq!(stored.event_id, sent.event_id);
-        assert_eq!(stored.payload, sent.payload);
+        assert_eq!(stored.payload_json().expect("stored JSON"), sent.payload);
         assert_eq!(stored.metadata, sent.metadata);
         assert_eq!(stored.event_type, "TestHappened");
         assert_eq!(stored.stream, s);
@@ -427,7 +443,13 @@ pub async fn subscription_catches_up_then_goes_live<B: Backend>(backend: &mut B)
         },
     );
     for n in 0..3 {
-        assert_eq!(next_event(&mut subscription).await.payload["n"], n);
+        assert_eq!(
+            next_event(&mut subscription)
+                .await
+                .payload_json()
+                .expect("stored JSON")["n"],
+            n
+        );
     }
     let waiting = tokio::spawn(async move {
         let event = next_event(&mut subscription).await;
@@ -439,7 +461,7 @@ pub async fn subscription_catches_up_then_goes_live<B: Backend>(backend: &mut B)
         .await
         .expect("live append");
     let (event, mut subscription) = waiting.await.expect("live task");
-    assert_eq!(event.payload["n"], 3);
+    assert_eq!(event.payload_json().expect("stored JSON")["n"], 3);
     assert_eq!(subscription.checkpoint(), Some(event.position));
     assert!(subscription.try_next().await.expect("try next").is_none());
 }
@@ -455,7 +477,13 @@ pub async fn subscription_resumes_from_its_checkpoint_after_a_restart<B: Backend
     let checkpoint: Position = {
         let mut subscription = Subscription::new(store, None, SubscriptionOptions::default());
         for n in 0..4 {
-            assert_eq!(next_event(&mut subscription).await.payload["n"], n);
+            assert_eq!(
+                next_event(&mut subscription)
+                    .await
+                    .payload_json()
+                    .expect("stored JSON")["n"],
+                n
+            );
         }
         subscription
             .checkpoint()
@@ -469,14 +497,26 @@ pub async fn subscription_resumes_from_its_checkpoint_after_a_restart<B: Backend
         SubscriptionOptions::default(),
     );
     for n in 4..10 {
-        assert_eq!(next_event(&mut resumed).await.payload["n"], n);
+        assert_eq!(
+            next_event(&mut resumed)
+                .await
+                .payload_json()
+                .expect("stored JSON")["n"],
+            n
+        );
     }
     store
         .append(&s, ExpectedVersion::Exact(10), events(10..12))
         .await
         .expect("append after restart");
     for n in 10..12 {
-        assert_eq!(next_event(&mut resumed).await.payload["n"], n);
+        assert_eq!(
+            next_event(&mut resumed)
+                .await
+                .payload_json()
+                .expect("stored JSON")["n"],
+            n
+        );
     }
     assert!(resumed.try_next().await.expect("try next").is_none());
 }

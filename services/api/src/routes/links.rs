@@ -1,0 +1,261 @@
+//! The pages behind the links in mails: confirm and unsubscribe.
+//!
+//! A `GET` never changes anything (mail scanners open every link); the page's button POSTs.
+//! The RFC 8058 one-click `POST` (body `List-Unsubscribe=One-Click`) acts at once.
+
+use actix_web::http::header::ContentType;
+use actix_web::{HttpRequest, HttpResponse, web};
+use newsletter_domain::{
+    ConsentEvidence, DomainError, Subscriber, SubscriberCommand, SubscriberId, UnsubscribeChannel,
+};
+use newsletter_eventstore::{CommandError, EventMetadata, StreamId, execute};
+use newsletter_tokens::TokenError;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use super::body::{form_pairs, read_body};
+use crate::client::{client_ip, preferred_locale, user_agent};
+use crate::error::{ApiError, HtmlError, LinkProblem};
+use crate::pages;
+use crate::state::ApiState;
+
+/// The token of a link.
+#[derive(Debug, Deserialize, IntoParams)]
+pub(crate) struct TokenQuery {
+    /// The signed token from the link.
+    token: Option<String>,
+}
+
+fn html(body: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::html())
+        .body(body)
+}
+
+fn link_error(error: &TokenError) -> ApiError {
+    match error {
+        TokenError::Expired => ApiError::Link(LinkProblem::Expired),
+        _ => ApiError::Link(LinkProblem::Invalid),
+    }
+}
+
+fn metadata(actor: &str) -> EventMetadata {
+    EventMetadata {
+        correlation_id: Some(Uuid::now_v7()),
+        causation_id: None,
+        actor: Some(actor.to_owned()),
+    }
+}
+
+fn stream_of(subscriber: SubscriberId) -> Result<StreamId, ApiError> {
+    StreamId::new(subscriber.stream_name())
+        .map_err(|e| ApiError::internal("name the subscriber stream", e))
+}
+
+/// The token from the query string or, for posted forms, the body's `token` field.
+async fn posted_token(
+    http: &HttpRequest,
+    query: &TokenQuery,
+    payload: web::Payload,
+    state: &ApiState,
+) -> Result<(Option<String>, Vec<(String, String)>), ApiError> {
+    let body = read_body(http, payload, state.config.max_body_bytes).await?;
+    let pairs = form_pairs(&body);
+    let token = query.token.clone().or_else(|| {
+        pairs
+            .iter()
+            .find(|(name, _)| name == "token")
+            .map(|(_, value)| value.clone())
+    });
+    Ok((token, pairs))
+}
+
+/// The confirm page: shows a button, changes nothing.
+#[utoipa::path(
+    get,
+    path = "/v1/confirm",
+    tag = "public",
+    params(TokenQuery),
+    responses(
+        (status = 200, description = "A page with a button that confirms", content_type = "text/html"),
+        (status = 400, description = "Invalid link", content_type = "text/html"),
+        (status = 410, description = "Expired link", content_type = "text/html"),
+    )
+)]
+#[tracing::instrument(name = "confirm_page", skip_all)]
+pub(crate) async fn confirm_page(
+    http: HttpRequest,
+    query: web::Query<TokenQuery>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, HtmlError> {
+    let locale = preferred_locale(&http);
+    let token = query.token.as_deref().unwrap_or_default();
+    state
+        .keys
+        .verify_confirm(token, state.clock.now())
+        .map_err(|e| HtmlError {
+            error: link_error(&e),
+            locale,
+        })?;
+    Ok(html(pages::confirm_prompt(locale, token)))
+}
+
+/// Confirms a subscription (the button of the confirm page).
+#[utoipa::path(
+    post,
+    path = "/v1/confirm",
+    tag = "public",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "token=<the link's token>"),
+    responses(
+        (status = 200, description = "Confirmed", content_type = "text/html"),
+        (status = 400, description = "Invalid link", content_type = "text/html"),
+        (status = 410, description = "Expired link, or a request that was replaced, cancelled or expired", content_type = "text/html"),
+    )
+)]
+#[tracing::instrument(name = "confirm", skip_all)]
+pub(crate) async fn confirm(
+    http: HttpRequest,
+    query: web::Query<TokenQuery>,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, HtmlError> {
+    let locale = preferred_locale(&http);
+    let fail = |error| HtmlError { error, locale };
+    let (token, _) = posted_token(&http, &query, payload, &state)
+        .await
+        .map_err(fail)?;
+    let now = state.clock.now();
+    let claims = state
+        .keys
+        .verify_confirm(token.as_deref().unwrap_or_default(), now)
+        .map_err(|e| fail(link_error(&e)))?;
+    let command = SubscriberCommand::Confirm {
+        request_id: claims.request,
+        consent: ConsentEvidence {
+            policy_version: state.config.policy_version.clone(),
+            source: None,
+            at: now,
+            ip: client_ip(&http, &state.config.trusted_proxies),
+            user_agent: user_agent(&http),
+        },
+    };
+    let stream = stream_of(claims.subscriber).map_err(fail)?;
+    match execute::<Subscriber>(
+        state.store.as_ref(),
+        state.clock.as_ref(),
+        &stream,
+        &command,
+        &metadata("public"),
+    )
+    .await
+    {
+        Ok(_) => {
+            tracing::info!(subscriber = %claims.subscriber, "subscription confirmed");
+            Ok(html(pages::confirmed(locale)))
+        }
+        Err(CommandError::Refused(DomainError::RequestExpired { .. })) => {
+            Err(fail(ApiError::Link(LinkProblem::Expired)))
+        }
+        Err(CommandError::Refused(reason)) => {
+            tracing::info!(subscriber = %claims.subscriber, %reason, "confirmation refused");
+            Err(fail(ApiError::Link(LinkProblem::NoLongerValid)))
+        }
+        Err(CommandError::Contention { .. }) => Err(fail(ApiError::Busy)),
+        Err(e) => Err(fail(ApiError::internal("record the confirmation", e))),
+    }
+}
+
+/// The unsubscribe page: shows a button, changes nothing.
+#[utoipa::path(
+    get,
+    path = "/v1/unsubscribe",
+    tag = "public",
+    params(TokenQuery),
+    responses(
+        (status = 200, description = "A page with a button that unsubscribes", content_type = "text/html"),
+        (status = 400, description = "Invalid link", content_type = "text/html"),
+    )
+)]
+#[tracing::instrument(name = "unsubscribe_page", skip_all)]
+pub(crate) async fn unsubscribe_page(
+    http: HttpRequest,
+    query: web::Query<TokenQuery>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, HtmlError> {
+    let locale = preferred_locale(&http);
+    let token = query.token.as_deref().unwrap_or_default();
+    state
+        .keys
+        .verify_unsubscribe(token)
+        .map_err(|e| HtmlError {
+            error: link_error(&e),
+            locale,
+        })?;
+    Ok(html(pages::unsubscribe_prompt(locale, token)))
+}
+
+/// Unsubscribes: RFC 8058 one-click (`List-Unsubscribe=One-Click`, from mail clients) or the
+/// button of the unsubscribe page. Works without expiry; repeating it changes nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/unsubscribe",
+    tag = "public",
+    params(TokenQuery),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "List-Unsubscribe=One-Click (RFC 8058), or token=<the link's token> from the page"),
+    responses(
+        (status = 200, description = "Unsubscribed", content_type = "text/html"),
+        (status = 400, description = "Invalid link", content_type = "text/html"),
+    )
+)]
+#[tracing::instrument(name = "unsubscribe", skip_all)]
+pub(crate) async fn unsubscribe(
+    http: HttpRequest,
+    query: web::Query<TokenQuery>,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, HtmlError> {
+    let locale = preferred_locale(&http);
+    let fail = |error| HtmlError { error, locale };
+    let (token, pairs) = posted_token(&http, &query, payload, &state)
+        .await
+        .map_err(fail)?;
+    let claims = state
+        .keys
+        .verify_unsubscribe(token.as_deref().unwrap_or_default())
+        .map_err(|e| fail(link_error(&e)))?;
+    let one_click = pairs
+        .iter()
+        .any(|(name, value)| name == "List-Unsubscribe" && value == "One-Click");
+    let command = SubscriberCommand::Unsubscribe {
+        scope: claims.scope.clone(),
+        channel: if one_click {
+            UnsubscribeChannel::OneClick
+        } else {
+            UnsubscribeChannel::Link
+        },
+    };
+    let stream = stream_of(claims.subscriber).map_err(fail)?;
+    match execute::<Subscriber>(
+        state.store.as_ref(),
+        state.clock.as_ref(),
+        &stream,
+        &command,
+        &metadata("public"),
+    )
+    .await
+    {
+        Ok(_) => {
+            tracing::info!(subscriber = %claims.subscriber, one_click, "unsubscribed");
+            Ok(html(pages::unsubscribed(locale)))
+        }
+        // Withdrawal always succeeds from the visitor's point of view: whatever the rules
+        // refused (e.g. an unknown subscriber) leaves nothing subscribed.
+        Err(CommandError::Refused(reason)) => {
+            tracing::info!(subscriber = %claims.subscriber, %reason, "unsubscribe changed nothing");
+            Ok(html(pages::unsubscribed(locale)))
+        }
+        Err(CommandError::Contention { .. }) => Err(fail(ApiError::Busy)),
+        Err(e) => Err(fail(ApiError::internal("record the unsubscribe", e))),
+    }
+}
