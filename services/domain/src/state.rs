@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::audit::ReasonText;
 use crate::consent::ConsentEvidence;
@@ -20,7 +20,7 @@ pub const CONFIRMATION_MAIL_LIMIT: usize = 3;
 pub const CONFIRMATION_MAIL_WINDOW: TimeDelta = TimeDelta::hours(24);
 
 /// A subscriber's status on one list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ListStatus {
     /// Requested, waiting for confirmation.
@@ -32,7 +32,7 @@ pub enum ListStatus {
 }
 
 /// A subscriber's membership of one list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListMembership {
     pub(crate) status: ListStatus,
     pub(crate) since: DateTime<Utc>,
@@ -60,7 +60,7 @@ impl ListMembership {
 }
 
 /// How a request that is no longer pending ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RequestOutcome {
     /// The person confirmed it.
@@ -74,7 +74,7 @@ pub enum RequestOutcome {
 }
 
 /// One confirmation mail handed to the relay.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentMail {
     /// Its Message-ID.
     pub message_id: MessageId,
@@ -83,7 +83,7 @@ pub struct SentMail {
 }
 
 /// The last failure to send a confirmation mail.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailFailure {
     /// What went wrong.
     pub reason: ReasonText,
@@ -96,7 +96,7 @@ pub struct MailFailure {
 /// The one subscription request waiting for confirmation. Until it is confirmed, its address,
 /// profile and locale stay here and do not replace the subscriber's confirmed ones: anyone can
 /// type anyone's address into a form, only the mailbox owner can confirm.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingRequest {
     pub(crate) request_id: RequestId,
     pub(crate) lists: BTreeSet<ListId>,
@@ -171,7 +171,7 @@ impl PendingRequest {
 }
 
 /// Where a subscriber is in its life.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Lifecycle {
     /// An empty stream.
     #[default]
@@ -186,7 +186,7 @@ pub(crate) enum Lifecycle {
 }
 
 /// The state of one subscriber, folded from its events by [`crate::Subscriber`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriberState {
     pub(crate) lifecycle: Lifecycle,
     pub(crate) email: Option<EmailAddress>,

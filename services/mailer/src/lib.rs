@@ -1,0 +1,25 @@
+//! The double opt-in reactor of `newsletter`: it follows the event log and sends each pending
+//! subscription request its confirmation mail (Danish or English), then records the outcome.
+//!
+//! - [`Mailer`]: the reactor (at-least-once; see [`reactor`]).
+//! - [`MailTransport`]: the port to whatever delivers mail; [`SmtpMailTransport`] (lettre,
+//!   pooled) and [`FileMailTransport`] (`.eml` files, the default outbox).
+//! - [`CheckpointStore`]: the port where the reactor keeps its place.
+//! - [`build_confirmation`] and [`template`]: the mail itself.
+
+mod checkpoint;
+mod config;
+mod message;
+pub mod reactor;
+mod retry;
+pub mod template;
+mod transport;
+
+pub use checkpoint::{CheckpointError, CheckpointStore};
+pub use config::{ListTitle, MailerConfig};
+pub use message::{BuildError, ConfirmationMail, build_confirmation, link};
+pub use reactor::{ACTOR, CHECKPOINT_NAME, Mailer, MailerStats, StatsSnapshot};
+pub use retry::RetryPolicy;
+pub use transport::{
+    FileMailTransport, MailTransport, SMTP_TIMEOUT, SendError, SmtpMailTransport, TransportError,
+};

@@ -1,0 +1,164 @@
+//! The [`MailTransport`] port and its adapters: SMTP ([`SmtpMailTransport`]) and a directory of
+//! `.eml` files ([`FileMailTransport`], the default outbox when no SMTP URL is configured).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+/// Why a mail was not handed over. The message never holds personal data (SMTP reply texts,
+/// which often quote the address, are left out; only the reply code is kept).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Worth retrying later: connection refused, timeouts, 4xx replies.
+    #[error("transient mail failure: {0}")]
+    Transient(String),
+    /// Retrying will not help: 5xx replies, an address the relay or the mail library refuses.
+    #[error("permanent mail failure: {0}")]
+    Permanent(String),
+}
+
+impl SendError {
+    /// True for [`SendError::Permanent`].
+    #[must_use]
+    pub const fn is_permanent(&self) -> bool {
+        matches!(self, Self::Permanent(_))
+    }
+}
+
+/// Hands finished mails to whatever delivers them.
+#[async_trait]
+pub trait MailTransport: Send + Sync + 'static {
+    /// Sends one message; returns once the relay (or outbox) has accepted it.
+    async fn send(&self, message: Message) -> Result<(), SendError>;
+
+    /// A short name for logs (`smtp`, `file`).
+    fn name(&self) -> &'static str;
+}
+
+/// Why a transport could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The SMTP URL was not accepted (the URL is not echoed: it may hold a password).
+    #[error("invalid SMTP URL (expected smtp://host:port or smtps://user:pass@host): {0}")]
+    InvalidUrl(#[source] lettre::transport::smtp::Error),
+    /// The outbox directory could not be created.
+    #[error("cannot create the mail outbox directory {path}: {source}")]
+    Outbox {
+        /// The directory.
+        path: PathBuf,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// SMTP delivery through lettre with pooled connections.
+///
+/// URL forms (lettre's): `smtp://host:port` (plain, for a local relay or a test server),
+/// `smtp://host:587?tls=required` (STARTTLS), `smtps://user:pass@host` (implicit TLS, port 465).
+/// TLS uses rustls with the `ring` provider and the webpki root certificates.
+#[derive(Clone)]
+pub struct SmtpMailTransport {
+    inner: AsyncSmtpTransport<Tokio1Executor>,
+}
+
+impl std::fmt::Debug for SmtpMailTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // lettre's Debug may show credentials; keep them out.
+        f.write_str("SmtpMailTransport")
+    }
+}
+
+/// How long one SMTP command may take before the attempt counts as a transient failure.
+pub const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl SmtpMailTransport {
+    /// A pooled transport for a lettre connection URL.
+    pub fn from_url(url: &str) -> Result<Self, TransportError> {
+        let inner = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            .map_err(TransportError::InvalidUrl)?
+            .timeout(Some(SMTP_TIMEOUT))
+            .pool_config(PoolConfig::new().max_size(4))
+            .build();
+        Ok(Self { inner })
+    }
+}
+
+#[async_trait]
+impl MailTransport for SmtpMailTransport {
+    async fn send(&self, message: Message) -> Result<(), SendError> {
+        self.inner
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| classify_smtp(&e))
+    }
+
+    fn name(&self) -> &'static str {
+        "smtp"
+    }
+}
+
+/// Sorts a lettre SMTP error into transient or permanent, keeping only the reply code.
+fn classify_smtp(error: &lettre::transport::smtp::Error) -> SendError {
+    let code = error.status().map(|c| c.to_string());
+    if error.is_permanent() {
+        SendError::Permanent(format!("SMTP reply {}", code.as_deref().unwrap_or("5xx")))
+    } else if error.is_transient() {
+        SendError::Transient(format!("SMTP reply {}", code.as_deref().unwrap_or("4xx")))
+    } else if error.is_timeout() {
+        SendError::Transient("SMTP timeout".to_owned())
+    } else if error.is_client() {
+        SendError::Permanent("the mail could not be sent as built (client error)".to_owned())
+    } else {
+        // Connection refused or reset, TLS handshake, unparseable reply, pool shut down.
+        SendError::Transient("SMTP connection failed".to_owned())
+    }
+}
+
+/// Writes each mail as `<uuid>.eml` into a directory: the outbox when no SMTP relay is set,
+/// and a way to look at mails in development.
+#[derive(Debug, Clone)]
+pub struct FileMailTransport {
+    dir: PathBuf,
+    inner: AsyncFileTransport<Tokio1Executor>,
+}
+
+impl FileMailTransport {
+    /// Writes into `dir`, creating it if needed.
+    pub fn new(dir: impl AsRef<Path>) -> Result<Self, TransportError> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|source| TransportError::Outbox {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Self {
+            inner: AsyncFileTransport::new(&dir),
+            dir,
+        })
+    }
+
+    /// The outbox directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[async_trait]
+impl MailTransport for FileMailTransport {
+    async fn send(&self, message: Message) -> Result<(), SendError> {
+        self.inner
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| SendError::Transient(format!("cannot write to the outbox: {e}")))
+    }
+
+    fn name(&self) -> &'static str {
+        "file"
+    }
+}

@@ -1,0 +1,147 @@
+//! The adapters that connect the API's and the mailer's ports to the projections crate.
+
+use async_trait::async_trait;
+use newsletter_api::ports::{
+    ListStatusView, MemberPage, MemberRecord, PortError, Readiness, StatusName, StatusQueries,
+    SubscriberDirectory, SubscriberRecord,
+};
+use newsletter_domain::{EmailAddress, ListId, SubscriberId};
+use newsletter_eventstore::Position;
+use newsletter_mailer::{CheckpointError, CheckpointStore};
+use newsletter_projections::{EmailIndex, MemberCursor, MemberStatus, ReadModels, SubscriberView};
+
+/// The email index as the API's directory.
+pub struct Directory(pub EmailIndex);
+
+#[async_trait]
+impl SubscriberDirectory for Directory {
+    async fn claim(
+        &self,
+        email: &EmailAddress,
+        candidate: SubscriberId,
+    ) -> Result<SubscriberId, PortError> {
+        Ok(self.0.claim(email, candidate).await?)
+    }
+
+    async fn find_many(
+        &self,
+        emails: &[EmailAddress],
+    ) -> Result<Vec<(EmailAddress, SubscriberId)>, PortError> {
+        Ok(self.0.find_many(emails).await?)
+    }
+}
+
+/// The read models as the API's status queries.
+pub struct Queries(pub ReadModels);
+
+fn status_name(status: MemberStatus) -> StatusName {
+    match status {
+        MemberStatus::Pending => StatusName::Pending,
+        MemberStatus::Confirmed => StatusName::Confirmed,
+        MemberStatus::Unsubscribed => StatusName::Unsubscribed,
+        MemberStatus::Restricted => StatusName::Restricted,
+    }
+}
+
+fn member_status(status: StatusName) -> MemberStatus {
+    match status {
+        StatusName::Pending => MemberStatus::Pending,
+        StatusName::Confirmed => MemberStatus::Confirmed,
+        StatusName::Unsubscribed => MemberStatus::Unsubscribed,
+        StatusName::Restricted => MemberStatus::Restricted,
+    }
+}
+
+fn record(view: SubscriberView) -> SubscriberRecord {
+    SubscriberRecord {
+        id: view.id,
+        email: view.email,
+        name: view.name.map(|n| n.as_str().to_owned()),
+        locale: view.locale,
+        lists: view
+            .lists
+            .into_iter()
+            .map(|m| ListStatusView {
+                list: m.list,
+                status: status_name(m.status),
+                since: m.since,
+            })
+            .collect(),
+    }
+}
+
+#[async_trait]
+impl StatusQueries for Queries {
+    async fn subscriber(&self, id: SubscriberId) -> Result<Option<SubscriberRecord>, PortError> {
+        Ok(self.0.subscriber(id).await?.map(record))
+    }
+
+    async fn subscribers(&self, ids: &[SubscriberId]) -> Result<Vec<SubscriberRecord>, PortError> {
+        Ok(self
+            .0
+            .subscribers_by_ids(ids)
+            .await?
+            .into_iter()
+            .map(record)
+            .collect())
+    }
+
+    async fn list_members(
+        &self,
+        list: &ListId,
+        status: StatusName,
+        after: Option<SubscriberId>,
+        limit: usize,
+    ) -> Result<MemberPage, PortError> {
+        let (members, next) = self
+            .0
+            .list_members(list, member_status(status), after.map(MemberCursor), limit)
+            .await?;
+        Ok(MemberPage {
+            members: members
+                .into_iter()
+                .filter_map(|m| {
+                    Some(MemberRecord {
+                        id: m.subscriber_id,
+                        email: m.email?,
+                        name: m.name.map(|n| n.as_str().to_owned()),
+                        locale: m.locale,
+                        since: m.since,
+                    })
+                })
+                .collect(),
+            next_after: next.map(|cursor| cursor.0),
+        })
+    }
+}
+
+/// Readiness: the read-model database answers.
+pub struct StorageReadiness(pub ReadModels);
+
+#[async_trait]
+impl Readiness for StorageReadiness {
+    async fn check(&self) -> Result<(), PortError> {
+        self.0.projection_checkpoint().await?;
+        Ok(())
+    }
+}
+
+/// Reactor checkpoints kept in the read-model database.
+pub struct Checkpoints(pub ReadModels);
+
+#[async_trait]
+impl CheckpointStore for Checkpoints {
+    async fn load(&self, name: &str) -> Result<Option<Position>, CheckpointError> {
+        self.0
+            .load_checkpoint(name)
+            .await
+            .map_err(|e| CheckpointError::new(name, "read-model database", e))
+    }
+
+    async fn save(&self, name: &str, position: Position) -> Result<(), CheckpointError> {
+        self.0
+            .save_checkpoint(name, position)
+            .await
+            .map_err(|e| CheckpointError::new(name, "read-model database", e))
+    }
+}

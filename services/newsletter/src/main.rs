@@ -1,0 +1,115 @@
+//! `newsletter`: an event-sourced newsletter subscription service.
+//!
+//! One binary, several roles: `serve` runs everything in one process (the embedded default:
+//! SQLite and mail written to files); `api`, `projector` and `mailer` run one role each.
+
+mod access_log;
+mod adapters;
+mod roles;
+mod secrets;
+mod settings;
+mod telemetry;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::roles::Roles;
+use crate::settings::{RawSettings, Settings};
+
+/// Event-sourced newsletter subscriptions: double opt-in signup, confirm and one-click
+/// unsubscribe links, and subscriber status for internal services.
+#[derive(Debug, Parser)]
+#[command(name = "newsletter", version, after_help = Settings::help_table())]
+struct Cli {
+    /// A TOML file with settings (keys as the variables below, lower case, without NEWSLETTER_).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every role in one process: HTTP API, projector and mailer.
+    Serve,
+    /// Run the HTTP API only (scales out).
+    Api,
+    /// Run the projector only: keeps the read models up to date.
+    Projector,
+    /// Run the mailer only: sends the double opt-in confirmation mails.
+    Mailer,
+    /// Empty the read models and rebuild them from the event log, then exit.
+    RebuildProjections,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let raw = match RawSettings::load(cli.config.as_deref()) {
+        Ok(raw) => raw,
+        Err(e) => {
+            eprintln!("newsletter: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(
+        raw.get("NEWSLETTER_LOG"),
+        raw.get("NEWSLETTER_LOG_FORMAT") == Some("json"),
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("newsletter: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let all = Roles {
+        api: true,
+        projector: true,
+        mailer: true,
+    };
+    let none = Roles {
+        api: false,
+        projector: false,
+        mailer: false,
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => roles::run(raw, all).await,
+            Command::Api => roles::run(raw, Roles { api: true, ..none }).await,
+            Command::Projector => {
+                roles::run(
+                    raw,
+                    Roles {
+                        projector: true,
+                        ..none
+                    },
+                )
+                .await
+            }
+            Command::Mailer => {
+                roles::run(
+                    raw,
+                    Roles {
+                        mailer: true,
+                        ..none
+                    },
+                )
+                .await
+            }
+            Command::RebuildProjections => roles::rebuild_projections(raw).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("newsletter: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The roles one binary runs: the API, the projector, the mailer, all of them together, and the
+//! one-shot `rebuild-projections`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use actix_web::{App, HttpServer, web};
+use chrono::TimeDelta;
+use newsletter_api::auth::ServiceTokens;
+use newsletter_api::rate_limit::RateLimiter;
+use newsletter_api::{ApiConfig, ApiState};
+use newsletter_domain::{ListCatalog, PolicyVersion};
+use newsletter_eventstore::{
+    EventStore, PostgresConfig, PostgresEventStore, SqliteConfig, SqliteEventStore, SystemClock,
+};
+use newsletter_mailer::{
+    FileMailTransport, MailTransport, Mailer, MailerConfig, RetryPolicy, SmtpMailTransport,
+};
+use newsletter_projections::{EmailIndex, ProjectionRunner, ReadModels};
+use tokio::sync::watch;
+
+use crate::adapters::{Checkpoints, Directory, Queries, StorageReadiness};
+use crate::secrets::Secrets;
+use crate::settings::{RawSettings, SettingError, Settings};
+
+/// Which parts run in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Serve HTTP.
+    pub api: bool,
+    /// Keep the read models up to date.
+    pub projector: bool,
+    /// Send confirmation mails.
+    pub mailer: bool,
+}
+
+/// Storage opened for the configured database.
+pub struct Storage {
+    /// The event log.
+    pub store: Arc<dyn EventStore>,
+    /// The read models.
+    pub models: ReadModels,
+    /// The email index.
+    pub index: EmailIndex,
+}
+
+fn sqlite_url(dir: &Path, file: &str) -> String {
+    format!("sqlite://{}", dir.join(file).display())
+}
+
+/// Opens (and migrates) the event store, the read models and the email index.
+pub async fn open_storage(settings: &Settings, secrets: &Secrets) -> Result<Storage, SettingError> {
+    let unreachable = |e: &dyn std::fmt::Display| {
+        SettingError::new(
+            "NEWSLETTER_DATABASE_URL",
+            format!("cannot open the database: {e}"),
+        )
+    };
+    match settings.database_url.as_deref() {
+        Some(url) if url.starts_with("postgres") => {
+            let store = PostgresEventStore::connect(url, PostgresConfig::default())
+                .await
+                .map_err(|e| unreachable(&e))?;
+            let models = ReadModels::from_postgres_pool(store.pool().clone())
+                .await
+                .map_err(|e| unreachable(&e))?;
+            let index =
+                EmailIndex::from_postgres_pool(store.pool().clone(), secrets.index_key.clone())
+                    .await
+                    .map_err(|e| unreachable(&e))?;
+            Ok(Storage {
+                store: Arc::new(store),
+                models,
+                index,
+            })
+        }
+        url => {
+            let dir = &settings.data_dir;
+            let events_url = url.map_or_else(|| sqlite_url(dir, "events.db"), str::to_owned);
+            let store = SqliteEventStore::open_url(&events_url, SqliteConfig::default())
+                .await
+                .map_err(|e| unreachable(&e))?;
+            let models = ReadModels::open(&sqlite_url(dir, "readmodels.db"))
+                .await
+                .map_err(|e| unreachable(&e))?;
+            let index = EmailIndex::open(
+                &sqlite_url(dir, "email-index.db"),
+                secrets.index_key.clone(),
+            )
+            .await
+            .map_err(|e| unreachable(&e))?;
+            Ok(Storage {
+                store: Arc::new(store),
+                models,
+                index,
+            })
+        }
+    }
+}
+
+/// Checks settings and secrets and opens storage: everything a role needs before it starts.
+pub async fn prepare(raw: &RawSettings) -> Result<(Settings, Secrets, Storage), SettingError> {
+    let settings = Settings::from_raw(raw)?;
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        SettingError::new(
+            "NEWSLETTER_DATA_DIR",
+            format!("cannot create {}: {e}", settings.data_dir.display()),
+        )
+    })?;
+    let secrets = Secrets::load(raw, settings.mode, &settings.data_dir)?;
+    let storage = open_storage(&settings, &secrets).await?;
+    Ok((settings, secrets, storage))
+}
+
+fn api_state(
+    raw: &RawSettings,
+    settings: &Settings,
+    secrets: &Secrets,
+    storage: &Storage,
+) -> Result<ApiState, SettingError> {
+    let lists = ListCatalog::new(settings.lists.iter().map(String::as_str))
+        .map_err(|e| SettingError::new("NEWSLETTER_LISTS", e.to_string()))?;
+    let default_list = lists
+        .iter()
+        .next()
+        .cloned()
+        .ok_or_else(|| SettingError::new("NEWSLETTER_LISTS", "names no list"))?;
+    let default_list = lists
+        .parse(settings.lists.first().map_or("", String::as_str))
+        .unwrap_or(default_list);
+    let tokens = ServiceTokens::parse(raw.get("NEWSLETTER_TOKENS").unwrap_or_default())
+        .map_err(|e| SettingError::new("NEWSLETTER_TOKENS", e.to_string()))?;
+    if settings.mode == crate::settings::Mode::Production && tokens.is_empty() {
+        return Err(SettingError::new(
+            "NEWSLETTER_TOKENS",
+            "is required in production mode",
+        ));
+    }
+    let policy_version = PolicyVersion::parse(&settings.policy_version)
+        .map_err(|e| SettingError::new("NEWSLETTER_POLICY_VERSION", e.to_string()))?;
+    let confirm_ttl = TimeDelta::from_std(settings.confirm_ttl)
+        .map_err(|_| SettingError::new("NEWSLETTER_CONFIRM_TTL", "is too long"))?;
+    Ok(ApiState {
+        store: Arc::clone(&storage.store),
+        directory: Arc::new(Directory(storage.index.clone())),
+        queries: Arc::new(Queries(storage.models.clone())),
+        readiness: Arc::new(StorageReadiness(storage.models.clone())),
+        keys: Arc::new(secrets.keys.clone()),
+        tokens: Arc::new(tokens),
+        config: Arc::new(ApiConfig {
+            public_url: settings.public_url.clone(),
+            lists,
+            default_list,
+            confirm_ttl,
+            thank_you_url: settings.thank_you_url.clone(),
+            policy_version,
+            trusted_proxies: settings.trusted_proxies.clone(),
+            signup_rate_limit: settings.signup_rate_limit,
+            max_body_bytes: ApiConfig::DEFAULT_MAX_BODY_BYTES,
+            max_lookup: 1000,
+        }),
+        clock: Arc::new(SystemClock),
+        signup_limiter: Arc::new(RateLimiter::per_minute(settings.signup_rate_limit)),
+    })
+}
+
+fn mailer(
+    settings: &Settings,
+    secrets: &Secrets,
+    storage: &Storage,
+) -> Result<Mailer, SettingError> {
+    let public_url = url::Url::parse(&settings.public_url)
+        .map_err(|e| SettingError::new("NEWSLETTER_PUBLIC_URL", e.to_string()))?;
+    let from = settings.mail_from.parse().map_err(|_| {
+        SettingError::new(
+            "NEWSLETTER_MAIL_FROM",
+            "is not a mailbox like Name <user@example.com>",
+        )
+    })?;
+    let privacy_url = match &settings.privacy_url {
+        Some(url) => url::Url::parse(url)
+            .map_err(|e| SettingError::new("NEWSLETTER_PRIVACY_URL", e.to_string()))?,
+        None => public_url.clone(),
+    };
+    let transport: Arc<dyn MailTransport> = match &settings.smtp_url {
+        Some(url) => Arc::new(
+            SmtpMailTransport::from_url(url)
+                .map_err(|e| SettingError::new("NEWSLETTER_SMTP_URL", e.to_string()))?,
+        ),
+        None => {
+            let outbox = settings.data_dir.join("outbox");
+            Arc::new(FileMailTransport::new(&outbox).map_err(|e| {
+                SettingError::new(
+                    "NEWSLETTER_DATA_DIR",
+                    format!("cannot use {}: {e}", outbox.display()),
+                )
+            })?)
+        }
+    };
+    let mut config = MailerConfig::new(public_url, from, privacy_url);
+    config.retry = RetryPolicy {
+        base_delay: settings.mail_retry_base,
+        max_delay: settings.mail_retry_max.max(settings.mail_retry_base),
+        max_attempts: settings.mail_retry_attempts,
+    };
+    Ok(Mailer::new(
+        Arc::clone(&storage.store),
+        Arc::new(Checkpoints(storage.models.clone())),
+        transport,
+        Arc::new(secrets.keys.clone()),
+        config,
+        Arc::new(SystemClock),
+    ))
+}
+
+/// Resolves when the process is told to stop (SIGTERM or Ctrl-C).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn when_stopped(
+    rx: &watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut rx = rx.clone();
+    async move {
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    }
+}
+
+/// Runs the chosen roles until SIGTERM/Ctrl-C: the HTTP server stops accepting and finishes
+/// requests in flight, the projector finishes its batch, the mailer stops between mails.
+pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
+    let (settings, secrets, storage) = prepare(&raw).await?;
+    if settings.mode == crate::settings::Mode::Development {
+        tracing::warn!(
+            data_dir = %settings.data_dir.display(),
+            "development setup: generated keys and, without NEWSLETTER_SMTP_URL, mail written to the outbox; set NEWSLETTER_MODE=production for real use"
+        );
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    if roles.projector {
+        let store = Arc::clone(&storage.store);
+        let models = storage.models.clone();
+        let shutdown = when_stopped(&stop_rx);
+        tasks.spawn(async move {
+            ProjectionRunner::default()
+                .run(store, models, shutdown)
+                .await;
+        });
+    }
+    if roles.mailer {
+        let mailer = mailer(&settings, &secrets, &storage)?;
+        let shutdown = when_stopped(&stop_rx);
+        tasks.spawn(async move { mailer.run(shutdown).await });
+    }
+    if roles.api {
+        let state = api_state(&raw, &settings, &secrets, &storage)?;
+        let data = web::Data::new(state);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .wrap(actix_web::middleware::from_fn(
+                    crate::access_log::log_request,
+                ))
+                .configure(newsletter_api::configure)
+        })
+        .workers(settings.http_workers)
+        .shutdown_timeout(30)
+        .disable_signals()
+        .bind(settings.listen)
+        .map_err(|e| {
+            SettingError::new(
+                "NEWSLETTER_LISTEN",
+                format!("cannot listen on {}: {e}", settings.listen),
+            )
+        })?
+        .run();
+        let handle = server.handle();
+        tracing::info!(listen = %settings.listen, public_url = %settings.public_url, "serving HTTP");
+        let server_task = tokio::spawn(server);
+        stop_signal().await;
+        tracing::info!("stopping: no new connections; finishing requests in flight");
+        handle.stop(true).await;
+        let _ = server_task.await;
+    } else {
+        tracing::info!("running without HTTP; stop with SIGTERM");
+        stop_signal().await;
+    }
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Empties the read models and replays the whole log into them.
+pub async fn rebuild_projections(raw: RawSettings) -> Result<(), SettingError> {
+    let (_, _, storage) = prepare(&raw).await?;
+    let started = std::time::Instant::now();
+    let report = ProjectionRunner::default()
+        .rebuild(storage.store.as_ref(), &storage.models)
+        .await
+        .map_err(|e| {
+            SettingError::new("NEWSLETTER_DATABASE_URL", format!("rebuild failed: {e}"))
+        })?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "rebuilt read models: {} events in {:.2} s ({:.0} events/s), {} subscribers, {} list memberships",
+        report.events,
+        seconds,
+        report.events as f64 / seconds.max(f64::EPSILON),
+        report.subscribers,
+        report.memberships
+    );
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! [`ProjectionRunner`]: keeps the subscriber read model up to date with the log.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use newsletter_eventstore::{EventStore, Position, Subscription, SubscriptionOptions};
+use tracing::{Instrument, info_span, instrument};
+
+use crate::apply::PROJECTION;
+use crate::error::ReadModelError;
+use crate::models::ReadModels;
+use crate::views::RebuildReport;
+
+/// How the subscriber projection reads and applies the log.
+#[derive(Debug, Clone)]
+pub struct ProjectionRunner {
+    /// The most events applied in one transaction.
+    pub batch_size: usize,
+    /// The longest wait for new events when nothing signalled any (see [`SubscriptionOptions`]).
+    pub poll_interval: Duration,
+    /// The first wait after a failure; it doubles per failure in a row, up to
+    /// [`ProjectionRunner::MAX_BACKOFF`].
+    pub retry_backoff: Duration,
+}
+
+impl Default for ProjectionRunner {
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            poll_interval: Duration::from_millis(500),
+            retry_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+impl ProjectionRunner {
+    /// The longest wait between two attempts after failures.
+    pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+    /// Projects until `shutdown` completes: subscribes from the stored checkpoint (catch-up,
+    /// then live), takes what is readable now up to `batch_size` events, and applies it in one
+    /// transaction with the checkpoint. On any failure (database, store, an undecodable event,
+    /// another runner moving the checkpoint) it logs, waits with exponential backoff and starts
+    /// again from the stored checkpoint; it never skips an event. Returns the number of events
+    /// applied. A shutdown is honoured between batches: a batch in flight is finished, not
+    /// torn.
+    pub async fn run<F>(&self, store: Arc<dyn EventStore>, models: ReadModels, shutdown: F) -> u64
+    where
+        F: Future<Output = ()> + Send,
+    {
+        let span = info_span!(
+            "projection.run",
+            projection = PROJECTION,
+            backend = models.backend_name()
+        );
+        self.run_inner(store, models, shutdown)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_inner<F>(&self, store: Arc<dyn EventStore>, models: ReadModels, shutdown: F) -> u64
+    where
+        F: Future<Output = ()> + Send,
+    {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut applied = 0_u64;
+        let mut failures = 0_u32;
+        loop {
+            let result = self
+                .follow(
+                    &store,
+                    &models,
+                    &mut applied,
+                    &mut failures,
+                    shutdown.as_mut(),
+                )
+                .await;
+            match result {
+                Ok(()) => {
+                    tracing::info!(applied, "projection stopped");
+                    return applied;
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let wait = self.backoff(failures);
+                    tracing::warn!(%error, failures, wait_ms = wait.as_millis() as u64, "projection failed; resuming from the stored checkpoint");
+                    tokio::select! {
+                        biased;
+                        () = shutdown.as_mut() => {
+                            tracing::info!(applied, "projection stopped");
+                            return applied;
+                        }
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Follows the log from the stored checkpoint until shutdown (`Ok`) or a failure.
+    async fn follow(
+        &self,
+        store: &Arc<dyn EventStore>,
+        models: &ReadModels,
+        applied: &mut u64,
+        failures: &mut u32,
+        mut shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
+    ) -> Result<(), ReadModelError> {
+        let mut checkpoint = models.load_checkpoint(PROJECTION).await?;
+        tracing::info!(checkpoint = ?checkpoint, "projection subscribing");
+        let batch_size = self.batch_size.max(1);
+        let mut subscription = Subscription::new(
+            Arc::clone(store),
+            checkpoint,
+            SubscriptionOptions {
+                batch_size,
+                poll_interval: self.poll_interval,
+            },
+        );
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = shutdown.as_mut() => return Ok(()),
+                next = subscription.next() => next.map_err(ReadModelError::store("reading the log"))?,
+            };
+            let mut batch = vec![first];
+            while batch.len() < batch_size {
+                match subscription
+                    .try_next()
+                    .await
+                    .map_err(ReadModelError::store("reading the log"))?
+                {
+                    Some(event) => batch.push(event),
+                    None => break,
+                }
+            }
+            checkpoint = models.apply_batch(checkpoint, &batch).await?;
+            *applied += batch.len() as u64;
+            *failures = 0;
+        }
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        let factor = 2_u32.saturating_pow(failures.saturating_sub(1).min(16));
+        self.retry_backoff
+            .saturating_mul(factor)
+            .min(Self::MAX_BACKOFF)
+    }
+
+    /// Applies everything readable now, batch by batch, and returns how many events it applied.
+    /// Errors are returned, not retried.
+    #[instrument(name = "projection.catch_up_once", skip_all, fields(projection = PROJECTION, backend = models.backend_name()), err)]
+    pub async fn catch_up_once(
+        &self,
+        store: &dyn EventStore,
+        models: &ReadModels,
+    ) -> Result<u64, ReadModelError> {
+        let mut checkpoint: Option<Position> = models.load_checkpoint(PROJECTION).await?;
+        let mut applied = 0_u64;
+        loop {
+            let batch = store
+                .read_all(checkpoint, self.batch_size.max(1))
+                .await
+                .map_err(ReadModelError::store("reading the log"))?;
+            if batch.is_empty() {
+                return Ok(applied);
+            }
+            checkpoint = models.apply_batch(checkpoint, &batch).await?;
+            applied += batch.len() as u64;
+        }
+    }
+
+    /// Empties the subscriber read model and replays the whole log into it (for
+    /// `newsletter rebuild-projections`). Stop the running projector first: a runner working
+    /// meanwhile gets [`ReadModelError::CheckpointMoved`] and backs off, but the rebuild and it
+    /// would take turns. Reactor checkpoints are left alone.
+    #[instrument(name = "projection.rebuild", skip_all, fields(projection = PROJECTION, backend = models.backend_name()), err)]
+    pub async fn rebuild(
+        &self,
+        store: &dyn EventStore,
+        models: &ReadModels,
+    ) -> Result<RebuildReport, ReadModelError> {
+        models.truncate().await?;
+        let events = self.catch_up_once(store, models).await?;
+        let (subscribers, memberships) = models.row_counts().await?;
+        tracing::info!(events, subscribers, memberships, "read model rebuilt");
+        Ok(RebuildReport {
+            events,
+            subscribers,
+            memberships,
+        })
+    }
+}
+
+/// [`ProjectionRunner::catch_up_once`] with the default settings.
+pub async fn catch_up_once(
+    store: &dyn EventStore,
+    models: &ReadModels,
+) -> Result<u64, ReadModelError> {
+    ProjectionRunner::default()
+        .catch_up_once(store, models)
+        .await
+}
+
+/// [`ProjectionRunner::rebuild`] with the default settings.
+pub async fn rebuild(
+    store: &dyn EventStore,
+    models: &ReadModels,
+) -> Result<RebuildReport, ReadModelError> {
+    ProjectionRunner::default().rebuild(store, models).await
+}
