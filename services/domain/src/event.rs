@@ -160,6 +160,22 @@ pub struct DataExported {
     pub at: DateTime<Utc>,
 }
 
+/// Read-side marker: an event whose personal data can no longer be decrypted because the
+/// subscriber's data key was destroyed (crypto-shredding). Never appended by the domain: the
+/// encrypting event store (`newsletter-keyvault`) returns it *in place of* the stored event when
+/// the key is gone, so every reader (decider, projections, mailer) keeps working without a
+/// special case. [`crate::Subscriber::evolve`] ignores it; the [`SubscriberErased`] that follows
+/// in the stream makes the fold the erased state. Holds no personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonalDataErased {
+    /// The stored type name of the event that was redacted.
+    pub original_type: String,
+    /// Its stored schema version.
+    pub original_schema_version: u32,
+    /// When the store recorded the original event.
+    pub at: DateTime<Utc>,
+}
+
 /// One event of a subscriber's stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -188,6 +204,8 @@ pub enum SubscriberEvent {
     SubscriberErased(SubscriberErased),
     /// See [`DataExported`].
     DataExported(DataExported),
+    /// See [`PersonalDataErased`] (read-side only, never appended).
+    PersonalDataErased(PersonalDataErased),
 }
 
 impl SubscriberEvent {
@@ -207,6 +225,7 @@ impl SubscriberEvent {
             Self::SubscriptionRequestExpired(e) => e.at,
             Self::SubscriberErased(e) => e.at,
             Self::DataExported(e) => e.at,
+            Self::PersonalDataErased(e) => e.at,
         }
     }
 
@@ -228,7 +247,8 @@ impl SubscriberEvent {
             | Self::SubscriptionRequestCancelled(_)
             | Self::SubscriptionRequestExpired(_)
             | Self::SubscriberErased(_)
-            | Self::DataExported(_) => &[],
+            | Self::DataExported(_)
+            | Self::PersonalDataErased(_) => &[],
         }
     }
 }

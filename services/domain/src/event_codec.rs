@@ -4,6 +4,9 @@
 //! |---|---|
 //! | `SubscriptionRequested` | 2 |
 //! | every other variant (named as the variant) | 1 |
+//!
+//! `PersonalDataErased` is a read-side marker produced by the encrypting event store for events
+//! whose data key was destroyed; it is decodable like the others but never appended.
 
 use serde_json::Value;
 
@@ -83,4 +86,5 @@ codec! {
     SubscriptionRequestExpired => 1,
     SubscriberErased => 1,
     DataExported => 1,
+    PersonalDataErased => 1,
 }

@@ -118,7 +118,7 @@ pub use decider::Decider;
 pub use email::EmailAddress;
 pub use error::{DomainError, Field, ValueError};
 pub use event::{
-    ConfirmationMailFailed, ConfirmationMailSent, DataExported, ProcessingRestricted,
+    ConfirmationMailFailed, ConfirmationMailSent, DataExported, PersonalDataErased, ProcessingRestricted,
     ProfileRectified, RestrictionLifted, SubscriberErased, SubscriberEvent, SubscriptionConfirmed,
     SubscriptionRequestCancelled, SubscriptionRequestExpired, SubscriptionRequested, Unsubscribed,
 };

@@ -400,7 +400,8 @@ impl Decider for Subscriber {
                     ..SubscriberState::default()
                 };
             }
-            SubscriberEvent::DataExported(_) => {}
+            // Redacted by crypto-shredding: its SubscriberErased follows in the stream.
+            SubscriberEvent::DataExported(_) | SubscriberEvent::PersonalDataErased(_) => {}
         }
         state
     }

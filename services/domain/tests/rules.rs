@@ -586,3 +586,59 @@ fn after_erasure_every_command_is_refused_or_a_no_op_as_the_table_says() {
             .then_error(DomainError::Erased);
     }
 }
+
+/// Crypto-shredding: the store hands out `PersonalDataErased` in place of every event whose key
+/// was destroyed; folding those markers and the `SubscriberErased` that follows gives exactly the
+/// erased state, and commands behave as after any erasure.
+#[test]
+fn redacted_events_fold_to_the_erased_state() {
+    use newsletter_domain::{EventCodec, PersonalDataErased, SubscriberErased};
+    let marker = |original: &str, n: i64| {
+        SubscriberEvent::PersonalDataErased(PersonalDataErased {
+            original_type: original.to_owned(),
+            original_schema_version: 1,
+            at: t(n),
+        })
+    };
+    let erased = SubscriberEvent::SubscriberErased(SubscriberErased {
+        actor: actor(),
+        reference: newsletter_domain::ErasureReference::parse("DSR-1").unwrap(),
+        at: t(3),
+    });
+    let redacted = vec![
+        marker("SubscriptionRequested", 0),
+        marker("SubscriptionConfirmed", 1),
+        erased.clone(),
+    ];
+    let plain = history(&[
+        (request(1, &["news"], t(0)), t(0)),
+        (confirm(1, t(1)), t(1)),
+    ])
+    .into_iter()
+    .chain([erased])
+    .collect::<Vec<_>>();
+    let fold = |events: &[SubscriberEvent]| {
+        events
+            .iter()
+            .fold(Default::default(), |s, e| Subscriber::evolve(s, e))
+    };
+    assert_eq!(fold(&redacted), fold(&plain));
+    assert!(fold(&redacted).is_erased());
+    // A marker alone changes nothing.
+    assert_eq!(
+        Subscriber::evolve(Default::default(), &marker("ProfileRectified", 0)),
+        Default::default()
+    );
+    given(redacted.clone())
+        .when(erase(), t(4))
+        .then_nothing();
+    given(redacted)
+        .when(request(9, &["news"], t(4)), t(4))
+        .then_error(DomainError::Erased);
+    // It decodes under its own type name and holds no personal data pointers.
+    let m = marker("SubscriptionRequested", 0);
+    assert_eq!(m.event_type(), "PersonalDataErased");
+    assert!(m.personal_data_pointers().is_empty());
+    let back = SubscriberEvent::decode("PersonalDataErased", 1, m.encode().unwrap()).unwrap();
+    assert_eq!(back, m);
+}

@@ -34,7 +34,7 @@ pub enum StoreError {
     },
     /// A database URL no adapter accepts.
     #[error(
-        "unsupported event store URL scheme {scheme:?} (use sqlite:, postgres:// or postgresql://)"
+        "unsupported event store URL scheme {scheme:?} (use sqlite:, postgres://, postgresql://, kurrentdb:// or esdb://)"
     )]
     UnsupportedUrl {
         /// The scheme that was given.
@@ -56,6 +56,14 @@ pub enum StoreError {
         /// The driver's error.
         #[source]
         source: sqlx::Error,
+    },
+    /// A non-SQL backend (KurrentDB) failed: unreachable, timed out, refused the request.
+    #[error("event store backend error during {operation}: {message}")]
+    Backend {
+        /// What the store was doing.
+        operation: &'static str,
+        /// The backend's error, as text (its client's error type is not part of this API).
+        message: String,
     },
     /// Applying the schema migrations failed.
     #[error("event store migration failed: {0}")]

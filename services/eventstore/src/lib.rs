@@ -1,5 +1,5 @@
 //! The event store of `newsletter`: the port every adapter implements, the SQLite (embedded
-//! default) and PostgreSQL adapters, a catch-up-then-live subscription, and the one command
+//! default), PostgreSQL and KurrentDB adapters, a catch-up-then-live subscription, and the one command
 //! handling function every caller uses.
 
 mod encoded;
@@ -7,6 +7,7 @@ mod error;
 
 pub mod command;
 pub mod connect;
+pub mod kurrentdb;
 pub mod model;
 pub mod port;
 pub mod postgres;
@@ -16,6 +17,7 @@ pub mod subscription;
 pub use command::{Clock, CommandError, CommandOutcome, SystemClock, execute};
 pub use connect::connect;
 pub use error::StoreError;
+pub use kurrentdb::{KurrentDbConfig, KurrentDbEventStore};
 pub use model::{
     AppendOutcome, EventMetadata, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
 };

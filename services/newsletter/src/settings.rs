@@ -545,6 +545,20 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_documents_every_setting() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .expect("README.md at the repository root");
+        for setting in SETTINGS {
+            assert!(
+                readme.contains(setting.env),
+                "README.md does not mention {}",
+                setting.env
+            );
+        }
+    }
+
+    #[test]
     fn every_setting_is_documented_once() {
         let mut names: Vec<_> = SETTINGS.iter().map(|s| s.env).collect();
         names.sort_unstable();
