@@ -198,11 +198,11 @@ async fn default_outbox_holds_multipart_mails_in_the_subscribers_language() {
             {
                 problems.push(format!("{email}: the {part} part lacks the confirm link"));
             }
-            if !body.contains(&links.unsubscribe.replace('&', "&amp;"))
-                && !body.contains(&links.unsubscribe)
+            if !body.contains(&links.wasnt_me.replace('&', "&amp;"))
+                && !body.contains(&links.wasnt_me)
             {
                 problems.push(format!(
-                    "{email}: the {part} part lacks the \"this wasn't me\" link"
+                    "{email}: the {part} part lacks the \"this wasn't me\" (/v1/cancel) link"
                 ));
             }
         }
@@ -231,7 +231,7 @@ async fn default_outbox_holds_multipart_mails_in_the_subscribers_language() {
         }
         // The address never appears in a link (no PII in URLs).
         let local = email.split('@').next().unwrap_or_default();
-        if links.confirm.contains(local) || links.unsubscribe.contains(local) {
+        if links.confirm.contains(local) || links.wasnt_me.contains(local) {
             problems.push(format!("{email}: a link contains the address"));
         }
     }
@@ -246,4 +246,68 @@ async fn default_outbox_holds_multipart_mails_in_the_subscribers_language() {
         "outbox {} not under ./data",
         outbox.display()
     );
+}
+
+/// The SMTP server is down, the service is killed (SIGKILL) with the mail still undelivered and
+/// started again; once the server is back the mail arrives: an outage plus a crash loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelivered_mail_survives_a_crash_during_an_outage() {
+    let mut sink = SmtpSink::stopped();
+    let mut service = Service::builder().smtp(&sink).start().await;
+    let email = unique_email("crash");
+    service
+        .signup_json(&json!({ "email": email, "locale": "en" }))
+        .await
+        .expect_status(202);
+    service.subscriber_id(&email).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    service.kill();
+    service.start_again().await;
+    sink.listen();
+    let mails = sink.wait_for_mail(&email, 1).await;
+    ConfirmationLinks::of(&Mail::parse(&mails[0].raw), &service.base);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sink.messages_to(&email).len(),
+        1,
+        "the mail was sent more than once after the crash (nothing had been delivered before it)"
+    );
+}
+
+/// Repeated signups of one address send at most 3 confirmation mails (README: "at most 3
+/// confirmation mails per 24 h"), while every signup gets the same answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_signups_are_throttled_per_address() {
+    let sink = SmtpSink::start();
+    let service = Service::builder().smtp(&sink).start().await;
+    let email = unique_email("again-and-again");
+    let mut answers = Vec::new();
+    for i in 0..6 {
+        let r = service
+            .signup_json(&json!({ "email": email, "locale": "da" }))
+            .await;
+        r.expect_status(202);
+        answers.push(r.body.clone());
+        // Let each request be mailed before the next replaces it.
+        sink.wait_for_mail(&email, (i + 1).min(3)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mails = sink.messages_to(&email);
+    assert!(
+        answers.windows(2).all(|w| w[0] == w[1]),
+        "throttled signups answer differently: {answers:?}"
+    );
+    assert_eq!(
+        mails.len(),
+        3,
+        "expected exactly 3 confirmation mails for 6 signups of one address"
+    );
+    // The newest mail's link works; the subscriber ends confirmed.
+    let last = ConfirmationLinks::of(&Mail::parse(&mails[2].raw), &service.base);
+    service
+        .post_form("/v1/confirm", &[("token", &last.confirm_token())])
+        .await
+        .expect_success();
+    let id = service.subscriber_id(&email).await;
+    service.wait_status(&id, "newsletter", "confirmed").await;
 }

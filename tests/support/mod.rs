@@ -642,6 +642,7 @@ impl Service {
                 ("NEWSLETTER_MAIL_RETRY_BASE".into(), "100ms".into()),
                 ("RUST_LOG".into(), "info".into()),
                 ("RUST_BACKTRACE".into(), "1".into()),
+                ("NO_COLOR".into(), "1".into()),
             ]),
             backend: Backend::Sqlite,
             use_data_dir: true,
@@ -715,6 +716,68 @@ impl Service {
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Starts another role of the binary (`projector`, `mailer`, `api`, …) with the same settings,
+    /// data dir and database, plus `overrides`; killed when the guard is dropped.
+    pub fn spawn_role(&self, role: &str, overrides: &[(&str, String)]) -> RoleProcess {
+        let name = format!("{role}-{}", free_port());
+        let out = fs::File::create(self.logs.path().join(format!("{name}.stdout")))
+            .expect("create role stdout log");
+        let err_path = self.logs.path().join(format!("{name}.stderr"));
+        let err = fs::File::create(&err_path).expect("create role stderr log");
+        let mut cmd = newsletter_command();
+        cmd.arg(role)
+            .envs(&self.env)
+            .envs(overrides.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir(self.home.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `newsletter {role}`: {e}"));
+        RoleProcess {
+            child: Some(child),
+            role: role.to_owned(),
+            stderr: err_path,
+        }
+    }
+
+    /// Runs a one-shot subcommand (e.g. `rebuild-projections`) with the same settings; waits at
+    /// most `limit`, then kills it and fails. Returns (success, stdout + stderr).
+    pub fn run_once(&self, args: &[&str], limit: Duration) -> (bool, String) {
+        let out_path = self.logs.path().join(format!("once-{}.out", free_port()));
+        let out = fs::File::create(&out_path).expect("create one-shot log");
+        let err = out.try_clone().expect("clone one-shot log handle");
+        let mut child = newsletter_command()
+            .args(args)
+            .envs(&self.env)
+            .current_dir(self.home.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `newsletter {}`: {e}", args.join(" ")));
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return (
+                    status.success(),
+                    fs::read_to_string(&out_path).unwrap_or_default(),
+                );
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "`newsletter {}` did not finish within {limit:?}:\n{}",
+                    args.join(" "),
+                    tail(&out_path, 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -968,6 +1031,30 @@ impl Service {
         }
     }
 
+    /// The `unsubscribe_url` of `email` in the listing of `list` with `status` (e.g. `pending`:
+    /// the only way for a black-box test to get an unsubscribe link before confirmation).
+    pub async fn unsubscribe_url(&self, list: &str, status: &str, email: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let all = self.list_all(list, status, 100).await;
+            if let Some(entry) = all.iter().find(|e| {
+                e["email"]
+                    .as_str()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(email))
+            }) {
+                return entry["unsubscribe_url"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("listing entry without unsubscribe_url: {entry}"))
+                    .to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{email} not in the `{status}` listing of `{list}` within {DEADLINE:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Every subscriber of `list` with `status`, following `next` cursors (page size `limit`).
     pub async fn list_all(&self, list: &str, status: &str, limit: u32) -> Vec<Value> {
         let mut all = Vec::new();
@@ -1002,6 +1089,46 @@ impl Drop for Service {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("{}", self.log_tail());
+        }
+        kill_child(&mut self.child);
+    }
+}
+
+/// Another role of the binary started by [`Service::spawn_role`]; killed on drop.
+pub struct RoleProcess {
+    child: Option<Child>,
+    role: String,
+    stderr: PathBuf,
+}
+
+impl RoleProcess {
+    /// Fails the test if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(c) = self.child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            panic!(
+                "`newsletter {}` exited ({status}):\n{}",
+                self.role,
+                tail(&self.stderr, 40)
+            );
+        }
+    }
+
+    /// Kills it (SIGKILL).
+    pub fn kill(&mut self) {
+        kill_child(&mut self.child);
+    }
+}
+
+impl Drop for RoleProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- newsletter {} stderr ---\n{}",
+                self.role,
+                tail(&self.stderr, 40)
+            );
         }
         kill_child(&mut self.child);
     }
@@ -1190,8 +1317,10 @@ pub fn token_of(link: &str) -> String {
 pub struct ConfirmationLinks {
     /// `{PUBLIC_URL}/v1/confirm?token=…`
     pub confirm: String,
-    /// `{PUBLIC_URL}/v1/unsubscribe?token=…` ("this wasn't me").
-    pub unsubscribe: String,
+    /// The "this wasn't me" link. The issue named `{PUBLIC_URL}/v1/unsubscribe?token=…`; the
+    /// service's README documents `{PUBLIC_URL}/v1/cancel?token=…` (cancels that pending request
+    /// only). This must be the documented `/v1/cancel` link.
+    pub wasnt_me: String,
 }
 
 impl ConfirmationLinks {
@@ -1205,18 +1334,15 @@ impl ConfirmationLinks {
                     mail.all_text()
                 )
             });
-        let unsubscribe = mail
-            .link(&format!("{base}/v1/unsubscribe?token="))
+        let wasnt_me = mail
+            .link(&format!("{base}/v1/cancel?token="))
             .unwrap_or_else(|| {
                 panic!(
-                    "no {base}/v1/unsubscribe?token=… (\"this wasn't me\") link in the mail:\n{}",
+                    "no {base}/v1/cancel?token=… (\"this wasn't me\") link in the mail:\n{}",
                     mail.all_text()
                 )
             });
-        Self {
-            confirm,
-            unsubscribe,
-        }
+        Self { confirm, wasnt_me }
     }
 
     /// The confirm token.

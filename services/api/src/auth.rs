@@ -103,10 +103,12 @@ impl ServiceTokens {
             .enumerate()
         {
             let index = i + 1;
-            let mut parts = entry.splitn(3, ':');
-            let (Some(name), Some(secret), Some(scopes)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
+            // The name ends at the first ':' and the scopes start after the last, so a secret
+            // may contain ':' (but not ',', which separates tokens).
+            let Some((name, rest)) = entry.split_once(':') else {
+                return Err(TokenConfigError::Shape { index });
+            };
+            let Some((secret, scopes)) = rest.rsplit_once(':') else {
                 return Err(TokenConfigError::Shape { index });
             };
             let valid_name = !name.is_empty()
@@ -127,7 +129,11 @@ impl ServiceTokens {
                 .map(|s| {
                     Scope::parse(s.trim()).ok_or_else(|| TokenConfigError::Scope {
                         name: name.to_owned(),
-                        scope: s.chars().take(32).collect(),
+                        scope: if s.len() <= 16 {
+                            s.to_owned()
+                        } else {
+                            "(long)".to_owned()
+                        },
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -197,6 +203,7 @@ mod tests {
         for (spec, expected) in [
             ("crm:short:status", "shorter than 16"),
             ("crm:0123456789abcdef0123", "name:secret:scope"),
+            ("crm:0123456789:abcdef0123:root", "unknown scope"),
             ("crm:0123456789abcdef0123:root", "unknown scope"),
             ("c rm:0123456789abcdef0123:status", "invalid name"),
             (
@@ -208,6 +215,15 @@ mod tests {
             assert!(error.contains(expected), "{spec}: {error}");
             assert!(!error.contains("0123456789abcdef"), "{error}");
         }
+    }
+
+    #[test]
+    fn a_secret_may_contain_colons() {
+        let tokens = ServiceTokens::parse("crm:0123:4567:89ab:cdef:status").unwrap();
+        let request = TestRequest::default()
+            .insert_header(("Authorization", "Bearer 0123:4567:89ab:cdef"))
+            .to_http_request();
+        assert_eq!(tokens.authorize(&request, Scope::Status).unwrap(), "crm");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod openapi;
 pub mod pages;
 pub mod ports;
@@ -18,5 +19,8 @@ mod routes;
 pub mod state;
 
 pub use config::ApiConfig;
+pub use routes::admin::{
+    AdminSubscriberStatus, AuditItem, ErasureReceipt, MonthlyStats, PrivacyOperations,
+};
 pub use routes::configure;
 pub use state::ApiState;

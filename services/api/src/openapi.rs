@@ -26,9 +26,20 @@ use crate::routes::signup::{SignupAccepted, SignupRequest};
         crate::routes::links::confirm,
         crate::routes::links::unsubscribe_page,
         crate::routes::links::unsubscribe,
+        crate::routes::links::cancel_page,
+        crate::routes::links::cancel,
         crate::routes::internal::subscriber_by_id,
         crate::routes::internal::lookup,
         crate::routes::internal::list_members,
+        crate::routes::admin::erase,
+        crate::routes::admin::export_by_id,
+        crate::routes::admin::export_by_email,
+        crate::routes::admin::rectify,
+        crate::routes::admin::restrict,
+        crate::routes::admin::lift_restriction,
+        crate::routes::admin::object,
+        crate::routes::admin::audit_log,
+        crate::routes::admin::stats,
         crate::routes::health::live,
         crate::routes::health::ready,
         crate::routes::health::version,
@@ -37,12 +48,18 @@ use crate::routes::signup::{SignupAccepted, SignupRequest};
     components(schemas(
         SignupRequest, SignupAccepted, Problem, FieldError, SubscriberDocument, ListStatusView,
         StatusName, LookupRequest, LookupResponse, MemberDocument, MemberPageDocument,
-        ListUnsubscribeHeaders, HealthStatus, VersionInfo
+        ListUnsubscribeHeaders, HealthStatus, VersionInfo,
+        crate::routes::admin::ErasureReceipt, crate::routes::admin::AuditItem,
+        crate::routes::admin::AuditPage, crate::routes::admin::AdminSubscriberStatus,
+        crate::routes::admin::AdminListStatus, crate::routes::admin::ReasonRequest,
+        crate::routes::admin::ExportByEmailRequest, crate::export::ExportDocument, crate::export::PolicyInfo,
+        crate::routes::admin::MonthlyStats, crate::routes::admin::StatsDocument
     )),
     modifiers(&ServiceTokenAuth),
     tags(
         (name = "public", description = "Signup form, confirm and unsubscribe links"),
         (name = "internal", description = "Subscriber status for other services (bearer token, scope `status`)"),
+        (name = "admin", description = "GDPR requests of the data protection officer (bearer token, scope `admin`)"),
         (name = "ops", description = "Health probes and this document"),
     )
 )]

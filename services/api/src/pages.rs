@@ -54,24 +54,74 @@ pub fn signup_received(locale: Locale) -> String {
     )
 }
 
-/// The page behind the confirm link: a button that POSTs; opening it changes nothing.
-pub fn confirm_prompt(locale: Locale, token: &str) -> String {
+/// A page whose only action is a button that POSTs the link's token back to `action` (an
+/// absolute URL under the public URL, so it works behind a path prefix).
+fn button_page(
+    locale: Locale,
+    title: &str,
+    text: &str,
+    action: &str,
+    token: &str,
+    button: &str,
+) -> String {
     let body = format!(
-        "<p>{text}</p>\n<form method=\"post\" action=\"/v1/confirm\">\n\
+        "<p>{text}</p>\n<form method=\"post\" action=\"{action}\">\n\
          <input type=\"hidden\" name=\"token\" value=\"{token}\">\n\
          <button type=\"submit\">{button}</button>\n</form>",
-        text = pick(
-            locale,
-            "Tryk på knappen for at bekræfte din tilmelding til nyhedsbrevet.",
-            "Press the button to confirm your newsletter subscription."
-        ),
+        text = escape(text),
+        action = escape(action),
         token = escape(token),
-        button = pick(locale, "Bekræft tilmelding", "Confirm subscription"),
+        button = escape(button),
     );
-    layout(
+    layout(locale, title, &body)
+}
+
+/// The page behind the confirm link: a button that POSTs; opening it changes nothing.
+pub fn confirm_prompt(locale: Locale, public_url: &str, token: &str) -> String {
+    button_page(
         locale,
         pick(locale, "Bekræft tilmelding", "Confirm your subscription"),
-        &body,
+        pick(
+            locale,
+            "Tryk på knappen for at bekræfte din tilmelding til nyhedsbrevet.",
+            "Press the button to confirm your newsletter subscription.",
+        ),
+        &format!("{}/v1/confirm", public_url.trim_end_matches('/')),
+        token,
+        pick(locale, "Bekræft tilmelding", "Confirm subscription"),
+    )
+}
+
+/// The page behind the "this wasn't me" link: a button that POSTs; opening it changes nothing.
+pub fn cancel_prompt(locale: Locale, public_url: &str, token: &str) -> String {
+    button_page(
+        locale,
+        pick(locale, "Annullér tilmelding", "Cancel the signup"),
+        pick(
+            locale,
+            "Tryk på knappen, hvis du ikke selv har bedt om nyhedsbrevet. Kun denne anmodning annulleres; andre tilmeldinger berøres ikke.",
+            "Press the button if you did not ask for the newsletter yourself. Only this request is cancelled; other subscriptions are left alone.",
+        ),
+        &format!("{}/v1/cancel", public_url.trim_end_matches('/')),
+        token,
+        pick(locale, "Annullér", "Cancel it"),
+    )
+}
+
+/// After a cancelled request.
+pub fn cancelled(locale: Locale) -> String {
+    layout(
+        locale,
+        pick(
+            locale,
+            "Anmodningen er annulleret",
+            "The request is cancelled",
+        ),
+        pick(
+            locale,
+            "<p>Tak. Vi sender ikke flere mails om denne tilmelding.</p>",
+            "<p>Thank you. We will send no more mail about this signup.</p>",
+        ),
     )
 }
 
@@ -89,23 +139,18 @@ pub fn confirmed(locale: Locale) -> String {
 }
 
 /// The page behind an unsubscribe link: a button that POSTs; opening it changes nothing.
-pub fn unsubscribe_prompt(locale: Locale, token: &str) -> String {
-    let body = format!(
-        "<p>{text}</p>\n<form method=\"post\" action=\"/v1/unsubscribe\">\n\
-         <input type=\"hidden\" name=\"token\" value=\"{token}\">\n\
-         <button type=\"submit\">{button}</button>\n</form>",
-        text = pick(
-            locale,
-            "Tryk på knappen for at framelde dig. Det virker med det samme.",
-            "Press the button to unsubscribe. It takes effect at once."
-        ),
-        token = escape(token),
-        button = pick(locale, "Frameld", "Unsubscribe"),
-    );
-    layout(
+pub fn unsubscribe_prompt(locale: Locale, public_url: &str, token: &str) -> String {
+    button_page(
         locale,
         pick(locale, "Frameld nyhedsbrev", "Unsubscribe"),
-        &body,
+        pick(
+            locale,
+            "Tryk på knappen for at framelde dig. Det virker med det samme.",
+            "Press the button to unsubscribe. It takes effect at once.",
+        ),
+        &format!("{}/v1/unsubscribe", public_url.trim_end_matches('/')),
+        token,
+        pick(locale, "Frameld", "Unsubscribe"),
     )
 }
 
@@ -214,7 +259,12 @@ mod tests {
 
     #[test]
     fn interpolated_values_are_escaped() {
-        let page = confirm_prompt(Locale::En, "\"><script>alert(1)</script>");
+        let page = confirm_prompt(
+            Locale::En,
+            "https://news.example.com/x",
+            "\"><script>alert(1)</script>",
+        );
+        assert!(page.contains("action=\"https://news.example.com/x/v1/confirm\""));
         assert!(!page.contains("<script>"));
         assert!(page.contains("&quot;&gt;&lt;script&gt;"));
     }

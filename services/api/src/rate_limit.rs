@@ -8,12 +8,34 @@ use std::time::{Duration, Instant};
 /// The most addresses tracked before windows that have ended are swept.
 const SWEEP_AT: usize = 50_000;
 
-/// Allows `limit` requests per address per minute.
+/// Allows `limit` requests per client per minute. An IPv4 client is its address; an IPv6
+/// client is its /64 network (one host usually holds a whole /64 and could rotate through it).
 #[derive(Debug)]
 pub struct RateLimiter {
     limit: u32,
     window: Duration,
-    seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    clients: HashMap<IpAddr, (Instant, u32)>,
+    last_sweep: Option<Instant>,
+}
+
+/// The key a client is counted under.
+fn client_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(segments.into())
+            }
+        },
+    }
 }
 
 impl RateLimiter {
@@ -22,7 +44,7 @@ impl RateLimiter {
         Self {
             limit: per_minute,
             window: Duration::from_secs(60),
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Seen::default()),
         }
     }
 
@@ -35,11 +57,18 @@ impl RateLimiter {
             .seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if seen.len() >= SWEEP_AT {
+        // Sweep ended windows when the map is large, at most once a second.
+        if seen.clients.len() >= SWEEP_AT
+            && seen
+                .last_sweep
+                .is_none_or(|last| now.duration_since(last) >= Duration::from_secs(1))
+        {
             let window = self.window;
-            seen.retain(|_, (start, _)| now.duration_since(*start) < window);
+            seen.clients
+                .retain(|_, (start, _)| now.duration_since(*start) < window);
+            seen.last_sweep = Some(now);
         }
-        let entry = seen.entry(address).or_insert((now, 0));
+        let entry = seen.clients.entry(client_key(address)).or_insert((now, 0));
         if now.duration_since(entry.0) >= self.window {
             *entry = (now, 0);
         }
@@ -70,6 +99,32 @@ mod tests {
         assert_eq!(wait, Duration::from_secs(50));
         assert!(limiter.check(other, start).is_ok());
         assert!(limiter.check(ip, start + Duration::from_secs(60)).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64_network() {
+        let limiter = RateLimiter::per_minute(2);
+        let start = Instant::now();
+        assert!(
+            limiter
+                .check("2001:db8:1:2::1".parse().unwrap(), start)
+                .is_ok()
+        );
+        assert!(
+            limiter
+                .check("2001:db8:1:2:ffff::9".parse().unwrap(), start)
+                .is_ok()
+        );
+        assert!(
+            limiter
+                .check("2001:db8:1:2:abcd::1".parse().unwrap(), start)
+                .is_err()
+        );
+        assert!(
+            limiter
+                .check("2001:db8:1:3::1".parse().unwrap(), start)
+                .is_ok()
+        );
     }
 
     #[test]

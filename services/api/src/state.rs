@@ -9,6 +9,7 @@ use crate::auth::ServiceTokens;
 use crate::config::ApiConfig;
 use crate::ports::{Readiness, StatusQueries, SubscriberDirectory};
 use crate::rate_limit::RateLimiter;
+use crate::routes::admin::PrivacyOperations;
 
 /// The application state.
 #[derive(Clone)]
@@ -31,4 +32,6 @@ pub struct ApiState {
     pub clock: Arc<dyn Clock>,
     /// The signup rate limiter.
     pub signup_limiter: Arc<RateLimiter>,
+    /// Erasure and the admin audit log (`/admin/v1/…`).
+    pub privacy: Arc<dyn PrivacyOperations>,
 }

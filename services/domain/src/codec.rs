@@ -19,8 +19,9 @@ pub enum DecodeError {
         /// The stored schema version.
         schema_version: u32,
     },
-    /// The payload does not match the schema it claims.
-    #[error("event {event_type:?} v{schema_version} has a malformed payload: {source}")]
+    /// The payload does not match the schema it claims. The message names only the kind of
+    /// problem and where (serde's own text can quote payload values, which may be personal data).
+    #[error("event {event_type:?} v{schema_version} has a malformed payload ({}, line {}, column {})", describe_category(source.classify()), source.line(), source.column())]
     Malformed {
         /// The stored type name.
         event_type: String,
@@ -45,4 +46,13 @@ pub trait EventCodec: Sized {
     fn encode(&self) -> Result<Value, serde_json::Error>;
     /// Reads a stored event of any known version, upcasting it to the current shape.
     fn decode(event_type: &str, schema_version: u32, payload: Value) -> Result<Self, DecodeError>;
+}
+
+fn describe_category(category: serde_json::error::Category) -> &'static str {
+    match category {
+        serde_json::error::Category::Io => "i/o error",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "does not match the schema",
+        serde_json::error::Category::Eof => "truncated",
+    }
 }

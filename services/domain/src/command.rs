@@ -108,6 +108,12 @@ pub enum SubscriberCommand {
         /// Why.
         reason: ReasonText,
     },
+    /// "This wasn't me": the mailbox owner cancels one pending request. Only that request's lists
+    /// go back to what they were; every other list is left alone.
+    CancelRequest {
+        /// The request named by the cancel token.
+        request_id: RequestId,
+    },
     /// Retention: a pending request whose `confirm_by` passed is expired.
     ExpirePending {
         /// The request to expire.
@@ -140,6 +146,7 @@ impl SubscriberCommand {
             Self::RectifyProfile { .. } => "RectifyProfile",
             Self::Restrict { .. } => "Restrict",
             Self::LiftRestriction { .. } => "LiftRestriction",
+            Self::CancelRequest { .. } => "CancelRequest",
             Self::ExpirePending { .. } => "ExpirePending",
             Self::Erase { .. } => "Erase",
             Self::RecordExport { .. } => "RecordExport",

@@ -82,12 +82,15 @@ impl EmailAddress {
         self.value.rsplit_once('@').map_or("", |(_, domain)| domain)
     }
 
-    /// A form safe for logs: the first character of the local part, `***`, and the domain,
-    /// e.g. `j***@example.com`.
+    /// A form safe for logs: the first character of the local part and of the domain, and the
+    /// top-level domain, e.g. `j***@e***.com` (a personal domain alone could name the person).
     #[must_use]
     pub fn masked(&self) -> String {
         let first = self.local_part().chars().next().unwrap_or('*');
-        format!("{first}***@{}", self.domain())
+        let domain = self.domain();
+        let domain_first = domain.chars().next().unwrap_or('*');
+        let tld = domain.rsplit_once('.').map_or("", |(_, tld)| tld);
+        format!("{first}***@{domain_first}***.{tld}")
     }
 }
 
@@ -233,7 +236,7 @@ mod tests {
     #[test]
     fn masks_for_logs_and_redacts_debug() {
         let email = EmailAddress::parse("jane@example.com").unwrap();
-        assert_eq!(email.masked(), "j***@example.com");
+        assert_eq!(email.masked(), "j***@e***.com");
         assert_eq!(format!("{email:?}"), "EmailAddress(<redacted>)");
         assert_eq!(email.local_part(), "jane");
         assert_eq!(email.domain(), "example.com");

@@ -62,6 +62,9 @@
 //!   nothing is a no-op. Allowed while restricted.
 //! - **Restrict / lift**: restricting twice or lifting an unrestricted subscriber is a no-op.
 //!   While restricted, [`SubscriberState::is_mailable`] and [`SubscriberState::is_listed`] are false.
+//! - **Cancel** ("this wasn't me") ends one pending request: only its lists go back to what they
+//!   were before it (as on expiry); confirmed lists and other requests are left alone. A request
+//!   that already ended is a no-op; an unknown one is refused.
 //! - **Expire** a pending request only after its `confirm_by` ([`DomainError::NotYetExpired`]);
 //!   a request that already ended is a no-op (the retention job may race a confirmation).
 //! - **Export** is recorded every time (who and when).
@@ -76,6 +79,7 @@
 //! | `Erase` | no-op (erasing twice is fine) |
 //! | `Unsubscribe` | no-op (old one-click links keep answering "unsubscribed") |
 //! | `ExpirePending` | no-op (the retention job may race an erasure) |
+//! | `CancelRequest` | no-op (an old "this wasn't me" link keeps answering) |
 //! | `RequestSubscription` | refused, [`DomainError::Erased`] (the email index no longer points here; a new signup makes a new stream) |
 //! | `RecordConfirmationMailSent`, `RecordConfirmationMailFailed` | refused, `Erased` |
 //! | `Confirm` | refused, `Erased` |
@@ -118,9 +122,10 @@ pub use decider::Decider;
 pub use email::EmailAddress;
 pub use error::{DomainError, Field, ValueError};
 pub use event::{
-    ConfirmationMailFailed, ConfirmationMailSent, DataExported, PersonalDataErased, ProcessingRestricted,
-    ProfileRectified, RestrictionLifted, SubscriberErased, SubscriberEvent, SubscriptionConfirmed,
-    SubscriptionRequestCancelled, SubscriptionRequestExpired, SubscriptionRequested, Unsubscribed,
+    ConfirmationMailFailed, ConfirmationMailSent, DataExported, PersonalDataErased,
+    ProcessingRestricted, ProfileRectified, RestrictionLifted, SubscriberErased, SubscriberEvent,
+    SubscriptionConfirmed, SubscriptionRequestCancelled, SubscriptionRequestExpired,
+    SubscriptionRequested, Unsubscribed,
 };
 pub use ids::{MessageId, RequestId, SubscriberId};
 pub use list::{ListCatalog, ListId};

@@ -43,7 +43,10 @@ impl Decider for Subscriber {
         use SubscriberCommand as C;
         if state.is_erased() {
             return match command {
-                C::Unsubscribe { .. } | C::ExpirePending { .. } | C::Erase { .. } => Ok(vec![]),
+                C::Unsubscribe { .. }
+                | C::CancelRequest { .. }
+                | C::ExpirePending { .. }
+                | C::Erase { .. } => Ok(vec![]),
                 _ => Err(DomainError::Erased),
             };
         }
@@ -229,6 +232,22 @@ impl Decider for Subscriber {
                     RestrictionLifted {
                         actor: actor.clone(),
                         reason: reason.clone(),
+                        at: now,
+                    },
+                )])
+            }
+            C::CancelRequest { request_id } => {
+                if state.request_outcome(*request_id).is_some() {
+                    return Ok(vec![]);
+                }
+                state
+                    .pending_with(*request_id)
+                    .ok_or(DomainError::UnknownRequest {
+                        request_id: *request_id,
+                    })?;
+                Ok(vec![SubscriberEvent::SubscriptionRequestCancelled(
+                    SubscriptionRequestCancelled {
+                        request_id: *request_id,
                         at: now,
                     },
                 )])

@@ -46,6 +46,9 @@ enum Spec {
     Expire {
         req: u128,
     },
+    Cancel {
+        req: u128,
+    },
     Erase,
     Export,
 }
@@ -67,7 +70,8 @@ fn spec() -> impl Strategy<Value = Spec> {
         1 => (0u8..3).prop_map(|name| Spec::Rectify { name }),
         1 => Just(Spec::Restrict),
         1 => Just(Spec::Lift),
-        2 => req.prop_map(|req| Spec::Expire { req }),
+        2 => req.clone().prop_map(|req| Spec::Expire { req }),
+        1 => req.prop_map(|req| Spec::Cancel { req }),
         1 => Just(Spec::Erase),
         1 => Just(Spec::Export),
     ]
@@ -136,6 +140,9 @@ fn command(spec: &Spec, now: DateTime<Utc>) -> SubscriberCommand {
             reason: reason("ok"),
         },
         Spec::Expire { req } => SubscriberCommand::ExpirePending {
+            request_id: rid(*req),
+        },
+        Spec::Cancel { req } => SubscriberCommand::CancelRequest {
             request_id: rid(*req),
         },
         Spec::Erase => erase(),

@@ -226,6 +226,43 @@ fn unsubscribing_a_pending_request_cancels_it() {
     .then_error(DomainError::StaleRequest { request_id: rid(1) });
 }
 
+fn cancel(n: u128) -> SubscriberCommand {
+    SubscriberCommand::CancelRequest { request_id: rid(n) }
+}
+
+#[test]
+fn cancelling_a_request_leaves_confirmed_lists_alone() {
+    // Confirmed on news; somebody (or the person) then asks for events too; the mailbox owner
+    // answers "this wasn't me": only the request for events ends.
+    let mut events = confirmed_on_news();
+    events.extend(history(&[(request(2, &["news", "events"], t(2)), t(2))]));
+    let state = given(events.clone())
+        .when(cancel(2), t(3))
+        .then_events(vec![SubscriberEvent::SubscriptionRequestCancelled(
+            SubscriptionRequestCancelled {
+                request_id: rid(2),
+                at: t(3),
+            },
+        )]);
+    assert!(state.is_listed(&list("news")));
+    assert_eq!(state.status_of(&list("events")), None);
+    assert!(state.pending_request().is_none());
+    assert!(!state.may_send_confirmation(t(3)));
+    events.push(SubscriberEvent::SubscriptionRequestCancelled(
+        SubscriptionRequestCancelled {
+            request_id: rid(2),
+            at: t(3),
+        },
+    ));
+    given(events.clone()).when(cancel(2), t(4)).then_nothing();
+    given(events)
+        .when(confirm(2, t(4)), t(4))
+        .then_error(DomainError::StaleRequest { request_id: rid(2) });
+    given(confirmed_on_news())
+        .when(cancel(9), t(2))
+        .then_error(DomainError::UnknownRequest { request_id: rid(9) });
+}
+
 #[test]
 fn unsubscribing_one_of_several_pending_lists_keeps_the_request() {
     let state = given(history(&[(request(1, &["news", "events"], t(0)), t(0))]))
@@ -592,7 +629,7 @@ fn after_erasure_every_command_is_refused_or_a_no_op_as_the_table_says() {
 /// erased state, and commands behave as after any erasure.
 #[test]
 fn redacted_events_fold_to_the_erased_state() {
-    use newsletter_domain::{EventCodec, PersonalDataErased, SubscriberErased};
+    use newsletter_domain::{EventCodec, PersonalDataErased, SubscriberErased, SubscriberState};
     let marker = |original: &str, n: i64| {
         SubscriberEvent::PersonalDataErased(PersonalDataErased {
             original_type: original.to_owned(),
@@ -620,7 +657,7 @@ fn redacted_events_fold_to_the_erased_state() {
     let fold = |events: &[SubscriberEvent]| {
         events
             .iter()
-            .fold(Default::default(), |s, e| Subscriber::evolve(s, e))
+            .fold(SubscriberState::default(), Subscriber::evolve)
     };
     assert_eq!(fold(&redacted), fold(&plain));
     assert!(fold(&redacted).is_erased());
@@ -629,9 +666,7 @@ fn redacted_events_fold_to_the_erased_state() {
         Subscriber::evolve(Default::default(), &marker("ProfileRectified", 0)),
         Default::default()
     );
-    given(redacted.clone())
-        .when(erase(), t(4))
-        .then_nothing();
+    given(redacted.clone()).when(erase(), t(4)).then_nothing();
     given(redacted)
         .when(request(9, &["news"], t(4)), t(4))
         .then_error(DomainError::Erased);

@@ -1,6 +1,6 @@
 //! The event store of `newsletter`: the port every adapter implements, the SQLite (embedded
-//! default), PostgreSQL and KurrentDB adapters, a catch-up-then-live subscription, and the one command
-//! handling function every caller uses.
+//! default), PostgreSQL and KurrentDB adapters, a catch-up-then-live subscription, and the one
+//! command handling function every caller uses.
 
 mod encoded;
 mod error;

@@ -160,10 +160,12 @@ pub(crate) async fn open_postgres(pool: PgPool) -> Result<Pool, VaultError> {
 pub(crate) async fn open_url(url: &str) -> Result<Pool, VaultError> {
     let scheme = url.split(':').next().unwrap_or_default();
     match scheme {
-        "sqlite" => open_sqlite(
-            SqliteConnectOptions::from_str(url).map_err(VaultError::db("parse sqlite URL"))?,
-        )
-        .await,
+        "sqlite" => {
+            open_sqlite(
+                SqliteConnectOptions::from_str(url).map_err(VaultError::db("parse sqlite URL"))?,
+            )
+            .await
+        }
         "postgres" | "postgresql" => {
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(4)
@@ -193,11 +195,10 @@ pub async fn truncate_sqlite_wal(path: &Path) -> Result<bool, VaultError> {
         .await
         .map_err(VaultError::db("open a sqlite file to checkpoint"))?;
     for _ in 0..50 {
-        let (busy, _, _): (i64, i64, i64) =
-            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
-                .fetch_one(&mut conn)
-                .await
-                .map_err(VaultError::db("checkpoint the write-ahead log"))?;
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(VaultError::db("checkpoint the write-ahead log"))?;
         if busy == 0 {
             return Ok(true);
         }

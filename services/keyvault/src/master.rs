@@ -8,7 +8,7 @@ use std::fmt;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::Zeroize;
 
 use crate::error::VaultError;
 
@@ -21,8 +21,14 @@ pub const NONCE_BYTES: usize = 24;
 pub const MAX_KEY_ID_CHARS: usize = 32;
 
 /// 32 random bytes of key material; zeroed on drop, redacted `Debug`.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone)]
 pub struct KeyBytes([u8; KEY_BYTES]);
+
+impl Drop for KeyBytes {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl KeyBytes {
     /// Fresh random key material from the operating system's generator.
@@ -67,7 +73,12 @@ impl KeyBytes {
     }
 
     /// Reverses [`Self::seal`]; fails on a wrong key, wrong associated data or altered bytes.
-    pub(crate) fn open(&self, sealed: &[u8], aad: &[u8], what: &str) -> Result<Vec<u8>, VaultError> {
+    pub(crate) fn open(
+        &self,
+        sealed: &[u8],
+        aad: &[u8],
+        what: &str,
+    ) -> Result<Vec<u8>, VaultError> {
         let fail = || VaultError::Decrypt {
             what: what.to_owned(),
         };
@@ -310,7 +321,10 @@ mod tests {
         assert_eq!(id, "k1");
         let back = ring.unwrap_key(subscriber, &id, &wrapped).unwrap();
         assert_eq!(back.as_bytes(), data.as_bytes());
-        assert!(ring.unwrap_key(uuid::Uuid::now_v7(), &id, &wrapped).is_err());
+        assert!(
+            ring.unwrap_key(uuid::Uuid::now_v7(), &id, &wrapped)
+                .is_err()
+        );
         assert!(matches!(
             ring.unwrap_key(subscriber, "k9", &wrapped),
             Err(VaultError::UnknownMasterKey { .. })

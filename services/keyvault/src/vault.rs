@@ -176,10 +176,11 @@ impl KeyVault {
                     .map_err(VaultError::db("read data keys"))?
             });
             for row in rows {
-                let subscriber = Uuid::parse_str(&row.subscriber_id).map_err(|_| VaultError::Corrupt {
-                    what: "keyvault_data_keys".to_owned(),
-                    reason: "a subscriber id is not a UUID".to_owned(),
-                })?;
+                let subscriber =
+                    Uuid::parse_str(&row.subscriber_id).map_err(|_| VaultError::Corrupt {
+                        what: "keyvault_data_keys".to_owned(),
+                        reason: "a subscriber id is not a UUID".to_owned(),
+                    })?;
                 let state = match (row.key_id, row.wrapped_key, row.shredded_at) {
                     (Some(key_id), Some(wrapped), None) => {
                         KeyState::Active(self.ring.unwrap_key(subscriber, &key_id, &wrapped)?)
@@ -259,10 +260,11 @@ impl KeyVault {
                 report.current += 1;
                 continue;
             }
-            let subscriber = Uuid::parse_str(&row.subscriber_id).map_err(|_| VaultError::Corrupt {
-                what: "keyvault_data_keys".to_owned(),
-                reason: "a subscriber id is not a UUID".to_owned(),
-            })?;
+            let subscriber =
+                Uuid::parse_str(&row.subscriber_id).map_err(|_| VaultError::Corrupt {
+                    what: "keyvault_data_keys".to_owned(),
+                    reason: "a subscriber id is not a UUID".to_owned(),
+                })?;
             let key = self.ring.unwrap_key(subscriber, &key_id, &wrapped)?;
             let (new_id, new_wrapped) = self.ring.wrap(subscriber, &key)?;
             on_pool!(&self.pool, p => {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use lettre::Message;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, header};
-use newsletter_domain::{ListId, MessageId, PendingRequest, SubscriberId, UnsubscribeScope};
+use newsletter_domain::{ListId, MessageId, PendingRequest, SubscriberId};
 use newsletter_tokens::KeyRing;
 use url::Url;
 use uuid::Uuid;
@@ -88,9 +88,10 @@ pub fn build_confirmation(
     let to = Mailbox::new(None, to_address);
 
     let confirm_token = keys.confirm_token(subscriber, pending.request_id(), pending.confirm_by());
-    let cancel_token = keys.unsubscribe_token(subscriber, UnsubscribeScope::All);
+    // "This wasn't me" cancels this request only: never lists the person confirmed before.
+    let cancel_token = keys.cancel_token(subscriber, pending.request_id());
     let confirm_url = link(&config.public_url, "confirm", &confirm_token);
-    let cancel_url = link(&config.public_url, "unsubscribe", &cancel_token);
+    let cancel_url = link(&config.public_url, "cancel", &cancel_token);
     let locale = pending.locale();
     let lists = pending
         .lists()

@@ -306,6 +306,8 @@ impl Mailer {
         // Built once, so every attempt carries the same Message-ID.
         let mut mail: Option<ConfirmationMail> = None;
         let mut attempt: u32 = 0;
+        // Waits while the relay is unreachable; they do not use up the request's attempts.
+        let mut outage_waits: u32 = 0;
         loop {
             attempt += 1;
             let Some(state) = self.load_state(&event.stream, shutdown).await else {
@@ -368,6 +370,16 @@ impl Mailer {
                         return Handled::Interrupted;
                     }
                     return Handled::Done;
+                }
+                Err(SendError::Unavailable(reason)) => {
+                    MailerStats::add(&self.stats.retried);
+                    attempt -= 1;
+                    outage_waits = outage_waits.saturating_add(1);
+                    let delay = policy.delay(outage_waits);
+                    warn!(%reason, outage_waits, delay_ms = delay.as_millis(), "mail relay unavailable; waiting");
+                    if !shutdown.sleep(delay).await {
+                        return Handled::Interrupted;
+                    }
                 }
                 Err(SendError::Transient(reason)) if policy.may_retry(attempt) => {
                     MailerStats::add(&self.stats.retried);

@@ -14,12 +14,13 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// 2 s, doubling to at most 5 min, 10 attempts: about 15 minutes of trying.
+    /// 1 s, doubling to at most 5 min, 8 attempts (the binary's defaults too). Attempts count
+    /// 4xx replies only; waits for an unreachable relay are not limited.
     fn default() -> Self {
         Self {
-            base_delay: Duration::from_secs(2),
+            base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(300),
-            max_attempts: 10,
+            max_attempts: 8,
         }
     }
 }

@@ -12,7 +12,13 @@ use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, To
 /// which often quote the address, are left out; only the reply code is kept).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// Worth retrying later: connection refused, timeouts, 4xx replies.
+    /// The relay (or the outbox) cannot be reached: connection refused or reset, timeouts.
+    /// Nothing was refused, so the mailer waits and tries again without limit: an outage of
+    /// any length delays mail, it never loses it.
+    #[error("mail relay unavailable: {0}")]
+    Unavailable(String),
+    /// The relay answered with a 4xx reply (greylisting, a full mailbox): retried a limited
+    /// number of times, then recorded as a failure.
     #[error("transient mail failure: {0}")]
     Transient(String),
     /// Retrying will not help: 5xx replies, an address the relay or the mail library refuses.
@@ -110,12 +116,12 @@ fn classify_smtp(error: &lettre::transport::smtp::Error) -> SendError {
     } else if error.is_transient() {
         SendError::Transient(format!("SMTP reply {}", code.as_deref().unwrap_or("4xx")))
     } else if error.is_timeout() {
-        SendError::Transient("SMTP timeout".to_owned())
+        SendError::Unavailable("SMTP timeout".to_owned())
     } else if error.is_client() {
         SendError::Permanent("the mail could not be sent as built (client error)".to_owned())
     } else {
         // Connection refused or reset, TLS handshake, unparseable reply, pool shut down.
-        SendError::Transient("SMTP connection failed".to_owned())
+        SendError::Unavailable("SMTP connection failed".to_owned())
     }
 }
 
@@ -155,7 +161,7 @@ impl MailTransport for FileMailTransport {
             .send(message)
             .await
             .map(|_| ())
-            .map_err(|e| SendError::Transient(format!("cannot write to the outbox: {e}")))
+            .map_err(|e| SendError::Unavailable(format!("cannot write to the outbox: {e}")))
     }
 
     fn name(&self) -> &'static str {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use mail_parser::{MessageParser, MimeHeaders};
-use newsletter_domain::{Locale, SubscriberEvent, UnsubscribeScope};
+use newsletter_domain::{Locale, SubscriberEvent};
 use newsletter_mailer::{CheckpointStore, FileMailTransport, RetryPolicy, SmtpMailTransport};
 use support::{SmtpServer, World, eventually, new_request, new_subscriber, t0};
 
@@ -107,13 +107,13 @@ async fn a_request_gets_one_multipart_mail_with_a_working_confirm_link() {
         confirm,
         "same link in both parts"
     );
-    let cancel = token_in(&text, "unsubscribe");
+    let cancel = token_in(&text, "cancel");
     let cancel = world
         .keys
-        .verify_unsubscribe(&cancel)
+        .verify_cancel(&cancel)
         .expect("valid cancel token");
     assert_eq!(cancel.subscriber, subscriber);
-    assert_eq!(cancel.scope, UnsubscribeScope::All);
+    assert_eq!(cancel.request, request, "cancels this request only");
 
     let events = world.events(subscriber).await;
     let (request_event, _) = &events[0];
@@ -263,9 +263,9 @@ async fn a_5xx_reply_records_a_permanent_failure() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exhausted_retries_record_a_transient_failure_and_move_on() {
+async fn exhausted_retries_of_4xx_replies_record_a_transient_failure_and_move_on() {
     let world = World::new().await;
-    let port = SmtpServer::free_port();
+    let server = SmtpServer::start_replying(0, 451);
     let (first, second) = (new_subscriber(), new_subscriber());
     world
         .request(first, new_request(), "a@example.com", Locale::Da, &["news"])
@@ -285,9 +285,7 @@ async fn exhausted_retries_record_a_transient_failure_and_move_on() {
         max_delay: Duration::from_millis(20),
         max_attempts: 3,
     };
-    let transport =
-        Arc::new(SmtpMailTransport::from_url(&format!("smtp://127.0.0.1:{port}")).unwrap());
-    let running = world.start(transport, config);
+    let running = world.start(smtp(&server), config);
     eventually(10, "both requests given up", || async {
         running.stats.snapshot().failed == 2
     })
@@ -306,8 +304,56 @@ async fn exhausted_retries_record_a_transient_failure_and_move_on() {
             })
             .expect("failure recorded");
         assert!(!failed.permanent);
-        assert_eq!(failed.reason.as_str(), "SMTP connection failed");
+        assert_eq!(failed.reason.as_str(), "SMTP reply 451");
     }
+    assert!(server.received().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_relay_is_waited_for_without_limit_and_records_no_failure() {
+    let world = World::new().await;
+    let port = SmtpServer::free_port();
+    let subscriber = new_subscriber();
+    world
+        .request(
+            subscriber,
+            new_request(),
+            "a@example.com",
+            Locale::Da,
+            &["news"],
+        )
+        .await;
+    let mut config = world.config();
+    // Three attempts would be exhausted many times over while the relay is down.
+    config.retry = RetryPolicy {
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(20),
+        max_attempts: 3,
+    };
+    let transport =
+        Arc::new(SmtpMailTransport::from_url(&format!("smtp://127.0.0.1:{port}")).unwrap());
+    let running = world.start(transport, config);
+    eventually(10, "many waits for the relay", || async {
+        running.stats.snapshot().retried >= 20
+    })
+    .await;
+    let server = SmtpServer::start_on(port, false);
+    eventually(10, "the mail once the relay is back", || async {
+        running.stats.snapshot().sent == 1
+    })
+    .await;
+    let stats = running.stats.snapshot();
+    running.stop().await;
+    assert_eq!(stats.failed, 0, "an outage is not a failure");
+    assert_eq!(server.received().len(), 1);
+    assert!(
+        world
+            .events(subscriber)
+            .await
+            .iter()
+            .all(|(_, e)| !matches!(e, SubscriberEvent::ConfirmationMailFailed(_))),
+        "no failure recorded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,9 @@ use newsletter_api::ports::{
     SubscriberDirectory, SubscriberRecord,
 };
 use newsletter_domain::{EmailAddress, ListId, SubscriberId};
-use newsletter_eventstore::Position;
+use std::sync::Arc;
+
+use newsletter_eventstore::{EventStore, Position};
 use newsletter_mailer::{CheckpointError, CheckpointStore};
 use newsletter_projections::{EmailIndex, MemberCursor, MemberStatus, ReadModels, SubscriberView};
 
@@ -115,13 +117,19 @@ impl StatusQueries for Queries {
     }
 }
 
-/// Readiness: the read-model database answers.
-pub struct StorageReadiness(pub ReadModels);
+/// Readiness: the event store and the read-model database both answer.
+pub struct StorageReadiness {
+    /// The event store.
+    pub store: Arc<dyn EventStore>,
+    /// The read models.
+    pub models: ReadModels,
+}
 
 #[async_trait]
 impl Readiness for StorageReadiness {
     async fn check(&self) -> Result<(), PortError> {
-        self.0.projection_checkpoint().await?;
+        self.store.read_all(None, 1).await?;
+        self.models.projection_checkpoint().await?;
         Ok(())
     }
 }

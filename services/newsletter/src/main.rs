@@ -5,6 +5,8 @@
 
 mod access_log;
 mod adapters;
+mod cli;
+mod privacy;
 mod roles;
 mod secrets;
 mod settings;
@@ -43,6 +45,37 @@ enum Command {
     Mailer,
     /// Empty the read models and rebuild them from the event log, then exit.
     RebuildProjections,
+    /// Erase a subscriber (GDPR art. 17): destroy their data key, delete their read-model rows,
+    /// email index entry and outbox mails, record the erasure; prints the receipt as JSON.
+    Erase {
+        /// The subscriber id.
+        id: String,
+        /// The data-subject request's reference (letters, digits, . _ -).
+        #[arg(long)]
+        reference: Option<String>,
+        /// Who is acting (recorded in the event and the audit log).
+        #[arg(long, default_value = "cli")]
+        actor: String,
+    },
+    /// Export everything held about a subscriber (by id or address) as JSON on stdout.
+    Export {
+        /// The subscriber id or email address.
+        subscriber: String,
+        /// Who is acting (recorded in the event and the audit log).
+        #[arg(long, default_value = "cli")]
+        actor: String,
+    },
+    /// Re-wrap every data key with the current (first) master key, so older master keys can
+    /// be removed from NEWSLETTER_MASTER_KEY. In development, --generate first adds a new
+    /// current key to <data dir>/master-key.
+    RotateMasterKey {
+        /// Development only: generate a new current key in the data dir's master-key file.
+        #[arg(long)]
+        generate: bool,
+    },
+    /// Destroy again the data keys (and email index entries) of every erased subscriber: run
+    /// after restoring the key vault or the email index from a backup.
+    ReapplyErasures,
 }
 
 fn main() -> ExitCode {
@@ -103,6 +136,14 @@ fn main() -> ExitCode {
                 .await
             }
             Command::RebuildProjections => roles::rebuild_projections(raw).await,
+            Command::Erase {
+                id,
+                reference,
+                actor,
+            } => cli::erase(raw, &id, reference.as_deref(), &actor).await,
+            Command::Export { subscriber, actor } => cli::export(raw, &subscriber, &actor).await,
+            Command::RotateMasterKey { generate } => cli::rotate_master_key(raw, generate).await,
+            Command::ReapplyErasures => cli::reapply_erasures(raw).await,
         }
     });
     match result {

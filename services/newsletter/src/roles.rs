@@ -13,6 +13,7 @@ use newsletter_domain::{ListCatalog, PolicyVersion};
 use newsletter_eventstore::{
     EventStore, PostgresConfig, PostgresEventStore, SqliteConfig, SqliteEventStore, SystemClock,
 };
+use newsletter_keyvault::{AuditLog, EncryptingEventStore, KeyVault, Stats};
 use newsletter_mailer::{
     FileMailTransport, MailTransport, Mailer, MailerConfig, RetryPolicy, SmtpMailTransport,
 };
@@ -20,6 +21,7 @@ use newsletter_projections::{EmailIndex, ProjectionRunner, ReadModels};
 use tokio::sync::watch;
 
 use crate::adapters::{Checkpoints, Directory, Queries, StorageReadiness};
+use crate::privacy::Privacy;
 use crate::secrets::Secrets;
 use crate::settings::{RawSettings, SettingError, Settings};
 
@@ -36,8 +38,15 @@ pub struct Roles {
 
 /// Storage opened for the configured database.
 pub struct Storage {
-    /// The event log.
+    /// The event log, through the encrypting decorator: personal fields are sealed with the
+    /// subscriber's data key on append and opened on read. Every role uses this one.
     pub store: Arc<dyn EventStore>,
+    /// The event log as stored (sealed payloads): for the anonymous statistics only.
+    pub sealed_store: Arc<dyn EventStore>,
+    /// The key vault.
+    pub vault: KeyVault,
+    /// SQLite files whose write-ahead logs an erasure truncates (empty on PostgreSQL).
+    pub sqlite_files: Vec<std::path::PathBuf>,
     /// The read models.
     pub models: ReadModels,
     /// The email index.
@@ -68,8 +77,19 @@ pub async fn open_storage(settings: &Settings, secrets: &Secrets) -> Result<Stor
                 EmailIndex::from_postgres_pool(store.pool().clone(), secrets.index_key.clone())
                     .await
                     .map_err(|e| unreachable(&e))?;
+            let vault =
+                KeyVault::from_postgres_pool(store.pool().clone(), secrets.master_keys.clone())
+                    .await
+                    .map_err(|e| unreachable(&e))?;
+            let sealed: Arc<dyn EventStore> = Arc::new(store);
             Ok(Storage {
-                store: Arc::new(store),
+                store: Arc::new(EncryptingEventStore::new(
+                    Arc::clone(&sealed),
+                    vault.clone(),
+                )),
+                sealed_store: sealed,
+                vault,
+                sqlite_files: Vec::new(),
                 models,
                 index,
             })
@@ -89,8 +109,27 @@ pub async fn open_storage(settings: &Settings, secrets: &Secrets) -> Result<Stor
             )
             .await
             .map_err(|e| unreachable(&e))?;
+            let vault =
+                KeyVault::open_sqlite(&dir.join("keyvault.db"), secrets.master_keys.clone())
+                    .await
+                    .map_err(|e| unreachable(&e))?;
+            let mut sqlite_files = vec![
+                dir.join("readmodels.db"),
+                dir.join("email-index.db"),
+                dir.join("keyvault.db"),
+            ];
+            if url.is_none() {
+                sqlite_files.push(dir.join("events.db"));
+            }
+            let sealed: Arc<dyn EventStore> = Arc::new(store);
             Ok(Storage {
-                store: Arc::new(store),
+                store: Arc::new(EncryptingEventStore::new(
+                    Arc::clone(&sealed),
+                    vault.clone(),
+                )),
+                sealed_store: sealed,
+                vault,
+                sqlite_files,
                 models,
                 index,
             })
@@ -110,6 +149,27 @@ pub async fn prepare(raw: &RawSettings) -> Result<(Settings, Secrets, Storage), 
     let secrets = Secrets::load(raw, settings.mode, &settings.data_dir)?;
     let storage = open_storage(&settings, &secrets).await?;
     Ok((settings, secrets, storage))
+}
+
+/// The GDPR operations on this storage.
+pub fn privacy(settings: &Settings, storage: &Storage) -> Privacy {
+    Privacy {
+        store: Arc::clone(&storage.store),
+        vault: storage.vault.clone(),
+        audit: AuditLog::new(&storage.vault),
+        index: storage.index.clone(),
+        models: storage.models.clone(),
+        outbox: settings.data_dir.join("outbox"),
+        sqlite_files: storage.sqlite_files.clone(),
+        clock: Arc::new(SystemClock),
+        policies: settings.policies.clone(),
+    }
+}
+
+/// The configured lists.
+pub fn list_catalog(settings: &Settings) -> Result<ListCatalog, SettingError> {
+    ListCatalog::new(settings.lists.iter().map(String::as_str))
+        .map_err(|e| SettingError::new("NEWSLETTER_LISTS", e.to_string()))
 }
 
 fn api_state(
@@ -144,7 +204,10 @@ fn api_state(
         store: Arc::clone(&storage.store),
         directory: Arc::new(Directory(storage.index.clone())),
         queries: Arc::new(Queries(storage.models.clone())),
-        readiness: Arc::new(StorageReadiness(storage.models.clone())),
+        readiness: Arc::new(StorageReadiness {
+            store: Arc::clone(&storage.store),
+            models: storage.models.clone(),
+        }),
         keys: Arc::new(secrets.keys.clone()),
         tokens: Arc::new(tokens),
         config: Arc::new(ApiConfig {
@@ -161,6 +224,7 @@ fn api_state(
         }),
         clock: Arc::new(SystemClock),
         signup_limiter: Arc::new(RateLimiter::per_minute(settings.signup_rate_limit)),
+        privacy: Arc::new(privacy(settings, storage)),
     })
 }
 
@@ -259,6 +323,15 @@ pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
                 .run(store, models, shutdown)
                 .await;
         });
+        let stats = Stats::new(&storage.vault);
+        let sealed = Arc::clone(&storage.sealed_store);
+        let shutdown = when_stopped(&stop_rx);
+        tasks.spawn(async move { stats.run(sealed, shutdown).await });
+        let retention = privacy(&settings, &storage);
+        let lists: Vec<_> = list_catalog(&settings)?.iter().cloned().collect();
+        let period = settings.retention_pending;
+        let shutdown = when_stopped(&stop_rx);
+        tasks.spawn(async move { retention.run_retention(lists, period, shutdown).await });
     }
     if roles.mailer {
         let mailer = mailer(&settings, &secrets, &storage)?;

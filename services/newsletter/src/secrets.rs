@@ -1,4 +1,5 @@
-//! The service's own secrets: the link-signing key ring and the email index key.
+//! The service's own secrets: the link-signing key ring, the email index key and the key
+//! vault's master keys.
 //!
 //! Production takes both from settings (`NEWSLETTER_SIGNING_KEYS[_FILE]`,
 //! `NEWSLETTER_INDEX_KEY[_FILE]`). Development generates them once in the data dir (mode 0600)
@@ -7,6 +8,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use newsletter_keyvault::{MasterKey, MasterKeyRing};
 use newsletter_projections::EmailIndexKey;
 use newsletter_tokens::KeyRing;
 
@@ -18,6 +20,26 @@ pub struct Secrets {
     pub keys: KeyRing,
     /// The email index's HMAC key.
     pub index_key: EmailIndexKey,
+    /// The key vault's key-encryption keys (current first).
+    pub master_keys: MasterKeyRing,
+}
+
+/// The file development mode keeps its generated master keys in.
+pub const MASTER_KEY_FILE: &str = "master-key";
+
+/// A new master key with an id made of today's date and a random suffix.
+pub fn new_master_key() -> Result<MasterKey, SettingError> {
+    let mut suffix = [0_u8; 3];
+    rand::fill(&mut suffix[..]);
+    let id = format!(
+        "k{}-{}",
+        chrono::Utc::now().format("%Y%m%d"),
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    MasterKey::generate(&id).map_err(|e| SettingError::new("NEWSLETTER_MASTER_KEY", e.to_string()))
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
@@ -107,7 +129,30 @@ impl Secrets {
             })?,
         };
         let index_key = parse_index_key(&index_text, "NEWSLETTER_INDEX_KEY")?;
-        Ok(Self { keys, index_key })
+        let master_text = match raw.secret("NEWSLETTER_MASTER_KEY")? {
+            Some(text) => text,
+            None if mode == Mode::Production => {
+                return Err(SettingError::new(
+                    "NEWSLETTER_MASTER_KEY",
+                    "is required in production mode",
+                ));
+            }
+            None => {
+                let key = new_master_key()?;
+                generated(
+                    &data_dir.join(MASTER_KEY_FILE),
+                    "NEWSLETTER_MASTER_KEY",
+                    || key.to_config_string(),
+                )?
+            }
+        };
+        let master_keys = MasterKeyRing::parse(&master_text)
+            .map_err(|e| SettingError::new("NEWSLETTER_MASTER_KEY", e.to_string()))?;
+        Ok(Self {
+            keys,
+            index_key,
+            master_keys,
+        })
     }
 }
 
@@ -126,6 +171,21 @@ mod tests {
             first.index_key.digest(&email),
             second.index_key.digest(&email)
         );
+        assert_eq!(
+            first.master_keys.to_config_string(),
+            second.master_keys.to_config_string()
+        );
+    }
+
+    #[test]
+    fn a_bad_master_key_names_the_setting_without_echoing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = RawSettings::from_pairs([("NEWSLETTER_MASTER_KEY", "k1:0123456789abcdef")]);
+        let error = Secrets::load(&raw, Mode::Development, dir.path())
+            .err()
+            .unwrap();
+        assert_eq!(error.setting, "NEWSLETTER_MASTER_KEY");
+        assert!(!error.reason.contains("0123456789abcdef"));
     }
 
     #[test]

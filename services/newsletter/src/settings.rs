@@ -86,6 +86,11 @@ pub const SETTINGS: &[SettingDoc] = &[
         help: "privacy-policy version stamped on consent evidence",
     },
     SettingDoc {
+        env: "NEWSLETTER_POLICY_VERSIONS",
+        default: "none",
+        help: "published policy versions 'version url yyyy-mm-dd', comma-separated; when set, NEWSLETTER_POLICY_VERSION must be one in effect",
+    },
+    SettingDoc {
         env: "NEWSLETTER_PRIVACY_URL",
         default: "the public URL",
         help: "the privacy policy linked from every confirmation mail",
@@ -104,6 +109,16 @@ pub const SETTINGS: &[SettingDoc] = &[
         env: "NEWSLETTER_INDEX_KEY",
         default: "development: generated in <data dir>/index-key",
         help: "64 hex digits keying the email index hash; or NEWSLETTER_INDEX_KEY_FILE",
+    },
+    SettingDoc {
+        env: "NEWSLETTER_MASTER_KEY",
+        default: "development: generated in <data dir>/master-key",
+        help: "key-encryption keys of the key vault, id:64-hex-digits, comma-separated, current first; or NEWSLETTER_MASTER_KEY_FILE",
+    },
+    SettingDoc {
+        env: "NEWSLETTER_RETENTION_PENDING",
+        default: "30d",
+        help: "unconfirmed signups older than this are erased by the projector (humantime)",
     },
     SettingDoc {
         env: "NEWSLETTER_MAIL_RETRY_BASE",
@@ -312,6 +327,49 @@ pub struct Settings {
     pub mail_retry_attempts: u32,
     /// HTTP workers.
     pub http_workers: usize,
+    /// How long an unconfirmed signup is kept before retention erases it.
+    pub retention_pending: Duration,
+    /// The published privacy-policy versions (URL and effective date).
+    pub policies: Vec<newsletter_api::export::PolicyInfo>,
+}
+
+/// Parses `version url yyyy-mm-dd[, …]` and checks that `current` is one of them, in effect.
+fn policy_versions(
+    raw: &str,
+    current: &str,
+) -> Result<Vec<newsletter_api::export::PolicyInfo>, String> {
+    let mut out: Vec<newsletter_api::export::PolicyInfo> = Vec::new();
+    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let parts: Vec<&str> = entry.split_whitespace().collect();
+        let [version, url, date] = parts.as_slice() else {
+            return Err(format!("{entry:?} is not 'version url yyyy-mm-dd'"));
+        };
+        newsletter_domain::PolicyVersion::parse(version)
+            .map_err(|e| format!("{version:?}: {e}"))?;
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(format!("{url:?} is not an http(s) URL"));
+        }
+        let effective_from = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+            .map_err(|_| format!("{date:?} is not a date like 2026-11-01"))?;
+        if out.iter().any(|p| p.version == *version) {
+            return Err(format!("version {version:?} is listed twice"));
+        }
+        out.push(newsletter_api::export::PolicyInfo {
+            version: (*version).to_owned(),
+            url: (*url).to_owned(),
+            effective_from,
+        });
+    }
+    match out.iter().find(|p| p.version == current) {
+        None if !out.is_empty() => Err(format!(
+            "does not list the current NEWSLETTER_POLICY_VERSION {current:?}"
+        )),
+        Some(p) if p.effective_from > chrono::Utc::now().date_naive() => Err(format!(
+            "the current version {current:?} takes effect only on {}",
+            p.effective_from
+        )),
+        _ => Ok(out),
+    }
 }
 
 impl Settings {
@@ -461,7 +519,25 @@ impl Settings {
                 .filter(|n| (1..=256).contains(n))
                 .ok_or_else(|| "must be a whole number from 1 to 256".to_owned())
         })?;
+        let retention_pending = raw.parsed(
+            "NEWSLETTER_RETENTION_PENDING",
+            Duration::from_secs(30 * 24 * 3600),
+            duration,
+        )?;
+        if retention_pending < Duration::from_secs(1) {
+            return Err(SettingError::new(
+                "NEWSLETTER_RETENTION_PENDING",
+                "must be at least one second",
+            ));
+        }
+        let policies = match raw.get("NEWSLETTER_POLICY_VERSIONS") {
+            Some(list) => policy_versions(list, &policy_version)
+                .map_err(|reason| SettingError::new("NEWSLETTER_POLICY_VERSIONS", reason))?,
+            None => Vec::new(),
+        };
         Ok(Self {
+            policies,
+            retention_pending,
             mode,
             listen,
             public_url,
@@ -511,6 +587,7 @@ mod tests {
         assert_eq!(settings.lists, vec!["newsletter"]);
         assert_eq!(settings.signup_rate_limit, 20);
         assert_eq!(settings.confirm_ttl, Duration::from_secs(7 * 86400));
+        assert_eq!(settings.retention_pending, Duration::from_secs(30 * 86400));
     }
 
     #[test]
@@ -522,10 +599,42 @@ mod tests {
             ("NEWSLETTER_DATABASE_URL", "mysql://x"),
             ("NEWSLETTER_MODE", "chaos"),
             ("NEWSLETTER_TRUSTED_PROXIES", "10.0.0.1,proxy"),
+            ("NEWSLETTER_RETENTION_PENDING", "soon"),
+            ("NEWSLETTER_RETENTION_PENDING", "0s"),
+            ("NEWSLETTER_POLICY_VERSIONS", "1 https://x.example/p"),
+            (
+                "NEWSLETTER_POLICY_VERSIONS",
+                "2 https://x.example/p 2026-01-01",
+            ),
+            (
+                "NEWSLETTER_POLICY_VERSIONS",
+                "1 https://x.example/p 2999-01-01",
+            ),
         ] {
             let error = Settings::from_raw(&RawSettings::from_pairs([(key, value)])).unwrap_err();
             assert_eq!(error.setting, key, "{error}");
         }
+    }
+
+    #[test]
+    fn policy_versions_have_a_url_and_a_date() {
+        let settings = Settings::from_raw(&RawSettings::from_pairs([
+            ("NEWSLETTER_POLICY_VERSION", "2026-11"),
+            (
+                "NEWSLETTER_POLICY_VERSIONS",
+                "2026-11 https://x.example/privacy/2026-11 2026-11-01, 2025-05 https://x.example/privacy/2025-05 2025-05-01",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(settings.policies.len(), 2);
+        assert_eq!(
+            settings.policies[0].url,
+            "https://x.example/privacy/2026-11"
+        );
+        assert_eq!(
+            settings.policies[1].effective_from.to_string(),
+            "2025-05-01"
+        );
     }
 
     #[test]

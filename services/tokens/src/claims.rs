@@ -20,6 +20,8 @@ pub enum Purpose {
     Unsubscribe,
     /// Opens the subscriber's preferences. Expires.
     Manage,
+    /// "This wasn't me": cancels one pending request, and nothing else; no expiry.
+    Cancel,
 }
 
 impl Purpose {
@@ -28,6 +30,7 @@ impl Purpose {
             Self::Confirm => 1,
             Self::Unsubscribe => 2,
             Self::Manage => 3,
+            Self::Cancel => 4,
         }
     }
 }
@@ -62,11 +65,21 @@ pub struct ManageClaims {
 }
 
 /// The decoded payload of any token.
+/// What a cancel token says: which pending request of which subscriber to cancel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelClaims {
+    /// The subscriber.
+    pub subscriber: SubscriberId,
+    /// The request to cancel.
+    pub request: RequestId,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Claims {
     Confirm(ConfirmClaims),
     Unsubscribe(UnsubscribeClaims),
     Manage(ManageClaims),
+    Cancel(CancelClaims),
 }
 
 impl Claims {
@@ -75,6 +88,7 @@ impl Claims {
             Self::Confirm(_) => Purpose::Confirm,
             Self::Unsubscribe(_) => Purpose::Unsubscribe,
             Self::Manage(_) => Purpose::Manage,
+            Self::Cancel(_) => Purpose::Cancel,
         }
     }
 
@@ -105,6 +119,10 @@ impl Claims {
             Self::Manage(m) => {
                 out.extend_from_slice(m.subscriber.as_uuid().as_bytes());
                 out.extend_from_slice(&m.expires_at.timestamp().to_be_bytes());
+            }
+            Self::Cancel(c) => {
+                out.extend_from_slice(c.subscriber.as_uuid().as_bytes());
+                out.extend_from_slice(c.request.as_uuid().as_bytes());
             }
         }
         out
@@ -142,6 +160,10 @@ impl Claims {
             3 => Self::Manage(ManageClaims {
                 subscriber,
                 expires_at: reader.time()?,
+            }),
+            4 => Self::Cancel(CancelClaims {
+                subscriber,
+                request: RequestId::from_uuid(reader.uuid()?),
             }),
             _ => return Err(TokenError::Malformed),
         };

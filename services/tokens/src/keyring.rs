@@ -10,7 +10,9 @@ use hmac::{Hmac, KeyInit, Mac};
 use newsletter_domain::{RequestId, SubscriberId, UnsubscribeScope};
 use sha2::Sha256;
 
-use crate::claims::{Claims, ConfirmClaims, ManageClaims, Purpose, UnsubscribeClaims};
+use crate::claims::{
+    CancelClaims, Claims, ConfirmClaims, ManageClaims, Purpose, UnsubscribeClaims,
+};
 use crate::{KeyId, SigningKey, TokenError};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -238,6 +240,24 @@ impl KeyRing {
         }
     }
 
+    /// A cancel ("this wasn't me") token for one pending request; it never expires, and it can
+    /// only ever cancel that request.
+    #[must_use]
+    pub fn cancel_token(&self, subscriber: SubscriberId, request: RequestId) -> String {
+        self.sign(&Claims::Cancel(CancelClaims {
+            subscriber,
+            request,
+        }))
+    }
+
+    /// Verifies a cancel token.
+    pub fn verify_cancel(&self, token: &str) -> Result<CancelClaims, TokenError> {
+        match self.verify(token)? {
+            Claims::Cancel(claims) => Ok(claims),
+            _ => Err(TokenError::WrongPurpose),
+        }
+    }
+
     /// The purpose of a token whose signature verifies, without checking expiry.
     pub fn purpose_of(&self, token: &str) -> Result<Purpose, TokenError> {
         self.verify(token).map(|claims| claims.purpose())
@@ -419,6 +439,34 @@ mod tests {
         assert_eq!(keys.purpose_of(&confirm), Ok(Purpose::Confirm));
         assert_eq!(keys.purpose_of(&unsubscribe), Ok(Purpose::Unsubscribe));
         assert_eq!(keys.purpose_of(&manage), Ok(Purpose::Manage));
+    }
+
+    #[test]
+    fn a_cancel_token_names_one_request_and_nothing_else_verifies_as_it() {
+        let keys = ring("k1", 1);
+        let later = now() + TimeDelta::days(1);
+        let cancel = keys.cancel_token(subscriber(), request());
+        let claims = keys.verify_cancel(&cancel).unwrap();
+        assert_eq!(
+            (claims.subscriber, claims.request),
+            (subscriber(), request())
+        );
+        assert_eq!(keys.purpose_of(&cancel), Ok(Purpose::Cancel));
+        assert_eq!(
+            keys.verify_unsubscribe(&cancel),
+            Err(TokenError::WrongPurpose)
+        );
+        assert_eq!(
+            keys.verify_confirm(&cancel, now()),
+            Err(TokenError::WrongPurpose)
+        );
+        for other in [
+            keys.confirm_token(subscriber(), request(), later),
+            keys.unsubscribe_token(subscriber(), UnsubscribeScope::All),
+            keys.manage_token(subscriber(), later),
+        ] {
+            assert_eq!(keys.verify_cancel(&other), Err(TokenError::WrongPurpose));
+        }
     }
 
     #[test]

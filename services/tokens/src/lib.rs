@@ -38,7 +38,7 @@ mod error;
 mod key;
 mod keyring;
 
-pub use claims::{ConfirmClaims, ManageClaims, Purpose, UnsubscribeClaims};
+pub use claims::{CancelClaims, ConfirmClaims, ManageClaims, Purpose, UnsubscribeClaims};
 pub use error::TokenError;
 pub use key::{KeyId, SigningKey};
 pub use keyring::{KeyRing, MAX_TOKEN_CHARS};

@@ -48,9 +48,50 @@ fn metadata(actor: &str) -> EventMetadata {
     }
 }
 
-fn stream_of(subscriber: SubscriberId) -> Result<StreamId, ApiError> {
-    StreamId::new(subscriber.stream_name())
-        .map_err(|e| ApiError::internal("name the subscriber stream", e))
+/// Carries out a command a link's token authorised, on that subscriber's stream.
+async fn execute_for(
+    state: &ApiState,
+    subscriber: SubscriberId,
+    command: &SubscriberCommand,
+) -> Result<(), CommandError<DomainError>> {
+    let stream = StreamId::new(subscriber.stream_name()).map_err(CommandError::Store)?;
+    execute::<Subscriber>(
+        state.store.as_ref(),
+        state.clock.as_ref(),
+        &stream,
+        command,
+        &metadata("public"),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Whether a POST body carries RFC 8058's `List-Unsubscribe=One-Click`, url-encoded or as a
+/// `multipart/form-data` part (both are used by mail clients).
+fn is_one_click(http: &HttpRequest, body: &[u8], pairs: &[(String, String)]) -> bool {
+    if pairs
+        .iter()
+        .any(|(name, value)| name == "List-Unsubscribe" && value == "One-Click")
+    {
+        return true;
+    }
+    let multipart = http
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    if !multipart {
+        return false;
+    }
+    let text = String::from_utf8_lossy(body);
+    text.split("\r\n--").chain(text.split("\n--")).any(|part| {
+        part.to_ascii_lowercase()
+            .contains("name=\"list-unsubscribe\"")
+            && part
+                .split_once("\r\n\r\n")
+                .or_else(|| part.split_once("\n\n"))
+                .is_some_and(|(_, value)| value.trim().starts_with("One-Click"))
+    })
 }
 
 /// The token from the query string or, for posted forms, the body's `token` field.
@@ -59,7 +100,7 @@ async fn posted_token(
     query: &TokenQuery,
     payload: web::Payload,
     state: &ApiState,
-) -> Result<(Option<String>, Vec<(String, String)>), ApiError> {
+) -> Result<(Option<String>, bool), ApiError> {
     let body = read_body(http, payload, state.config.max_body_bytes).await?;
     let pairs = form_pairs(&body);
     let token = query.token.clone().or_else(|| {
@@ -68,7 +109,7 @@ async fn posted_token(
             .find(|(name, _)| name == "token")
             .map(|(_, value)| value.clone())
     });
-    Ok((token, pairs))
+    Ok((token, is_one_click(http, &body, &pairs)))
 }
 
 /// The confirm page: shows a button, changes nothing.
@@ -98,7 +139,11 @@ pub(crate) async fn confirm_page(
             error: link_error(&e),
             locale,
         })?;
-    Ok(html(pages::confirm_prompt(locale, token)))
+    Ok(html(pages::confirm_prompt(
+        locale,
+        &state.config.public_url,
+        token,
+    )))
 }
 
 /// Confirms a subscription (the button of the confirm page).
@@ -140,17 +185,8 @@ pub(crate) async fn confirm(
             user_agent: user_agent(&http),
         },
     };
-    let stream = stream_of(claims.subscriber).map_err(fail)?;
-    match execute::<Subscriber>(
-        state.store.as_ref(),
-        state.clock.as_ref(),
-        &stream,
-        &command,
-        &metadata("public"),
-    )
-    .await
-    {
-        Ok(_) => {
+    match execute_for(&state, claims.subscriber, &command).await {
+        Ok(()) => {
             tracing::info!(subscriber = %claims.subscriber, "subscription confirmed");
             Ok(html(pages::confirmed(locale)))
         }
@@ -192,7 +228,11 @@ pub(crate) async fn unsubscribe_page(
             error: link_error(&e),
             locale,
         })?;
-    Ok(html(pages::unsubscribe_prompt(locale, token)))
+    Ok(html(pages::unsubscribe_prompt(
+        locale,
+        &state.config.public_url,
+        token,
+    )))
 }
 
 /// Unsubscribes: RFC 8058 one-click (`List-Unsubscribe=One-Click`, from mail clients) or the
@@ -217,16 +257,13 @@ pub(crate) async fn unsubscribe(
 ) -> Result<HttpResponse, HtmlError> {
     let locale = preferred_locale(&http);
     let fail = |error| HtmlError { error, locale };
-    let (token, pairs) = posted_token(&http, &query, payload, &state)
+    let (token, one_click) = posted_token(&http, &query, payload, &state)
         .await
         .map_err(fail)?;
     let claims = state
         .keys
         .verify_unsubscribe(token.as_deref().unwrap_or_default())
         .map_err(|e| fail(link_error(&e)))?;
-    let one_click = pairs
-        .iter()
-        .any(|(name, value)| name == "List-Unsubscribe" && value == "One-Click");
     let command = SubscriberCommand::Unsubscribe {
         scope: claims.scope.clone(),
         channel: if one_click {
@@ -235,17 +272,8 @@ pub(crate) async fn unsubscribe(
             UnsubscribeChannel::Link
         },
     };
-    let stream = stream_of(claims.subscriber).map_err(fail)?;
-    match execute::<Subscriber>(
-        state.store.as_ref(),
-        state.clock.as_ref(),
-        &stream,
-        &command,
-        &metadata("public"),
-    )
-    .await
-    {
-        Ok(_) => {
+    match execute_for(&state, claims.subscriber, &command).await {
+        Ok(()) => {
             tracing::info!(subscriber = %claims.subscriber, one_click, "unsubscribed");
             Ok(html(pages::unsubscribed(locale)))
         }
@@ -257,5 +285,112 @@ pub(crate) async fn unsubscribe(
         }
         Err(CommandError::Contention { .. }) => Err(fail(ApiError::Busy)),
         Err(e) => Err(fail(ApiError::internal("record the unsubscribe", e))),
+    }
+}
+
+/// The "this wasn't me" page: shows a button, changes nothing.
+#[utoipa::path(
+    get,
+    path = "/v1/cancel",
+    tag = "public",
+    params(TokenQuery),
+    responses(
+        (status = 200, description = "A page with a button that cancels the signup", content_type = "text/html"),
+        (status = 400, description = "Invalid link", content_type = "text/html"),
+    )
+)]
+#[tracing::instrument(name = "cancel_page", skip_all)]
+pub(crate) async fn cancel_page(
+    http: HttpRequest,
+    query: web::Query<TokenQuery>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, HtmlError> {
+    let locale = preferred_locale(&http);
+    let token = query.token.as_deref().unwrap_or_default();
+    state.keys.verify_cancel(token).map_err(|e| HtmlError {
+        error: link_error(&e),
+        locale,
+    })?;
+    Ok(html(pages::cancel_prompt(
+        locale,
+        &state.config.public_url,
+        token,
+    )))
+}
+
+/// Cancels one pending signup ("this wasn't me", the button of the cancel page). Only the lists
+/// of that request are affected; other subscriptions stay as they are. Repeating it, or using
+/// it after the request was confirmed or ended, changes nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/cancel",
+    tag = "public",
+    params(TokenQuery),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "token=<the link's token>"),
+    responses(
+        (status = 200, description = "Cancelled (or nothing left to cancel)", content_type = "text/html"),
+        (status = 400, description = "Invalid link", content_type = "text/html"),
+    )
+)]
+#[tracing::instrument(name = "cancel", skip_all)]
+pub(crate) async fn cancel(
+    http: HttpRequest,
+    query: web::Query<TokenQuery>,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, HtmlError> {
+    let locale = preferred_locale(&http);
+    let fail = |error| HtmlError { error, locale };
+    let (token, _) = posted_token(&http, &query, payload, &state)
+        .await
+        .map_err(fail)?;
+    let claims = state
+        .keys
+        .verify_cancel(token.as_deref().unwrap_or_default())
+        .map_err(|e| fail(link_error(&e)))?;
+    let command = SubscriberCommand::CancelRequest {
+        request_id: claims.request,
+    };
+    match execute_for(&state, claims.subscriber, &command).await {
+        Ok(()) => {
+            tracing::info!(subscriber = %claims.subscriber, "signup cancelled");
+            Ok(html(pages::cancelled(locale)))
+        }
+        // Nothing pending under that request (already confirmed, cancelled or unknown): the
+        // visitor's wish, that this request leads nowhere, already holds.
+        Err(CommandError::Refused(reason)) => {
+            tracing::info!(subscriber = %claims.subscriber, %reason, "cancel changed nothing");
+            Ok(html(pages::cancelled(locale)))
+        }
+        Err(CommandError::Contention { .. }) => Err(fail(ApiError::Busy)),
+        Err(e) => Err(fail(ApiError::internal("record the cancellation", e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn one_click_is_recognised_url_encoded_and_multipart() {
+        let form = TestRequest::default()
+            .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
+            .to_http_request();
+        let body = b"List-Unsubscribe=One-Click";
+        assert!(is_one_click(&form, body, &form_pairs(body)));
+        assert!(!is_one_click(
+            &form,
+            b"token=abc",
+            &form_pairs(b"token=abc")
+        ));
+
+        let multipart = TestRequest::default()
+            .insert_header(("Content-Type", "multipart/form-data; boundary=XyZ"))
+            .to_http_request();
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--XyZ--\r\n";
+        assert!(is_one_click(&multipart, body, &[]));
+        let other = b"--XyZ\r\nContent-Disposition: form-data; name=\"token\"\r\n\r\nOne-Click\r\n--XyZ--\r\n";
+        assert!(!is_one_click(&multipart, other, &[]));
     }
 }

@@ -1,5 +1,6 @@
 //! Routing: which handler answers which path and method.
 
+pub(crate) mod admin;
 pub(crate) mod body;
 pub(crate) mod health;
 pub(crate) mod internal;
@@ -48,6 +49,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(
+        web::resource("/v1/cancel")
+            .route(web::get().to(links::cancel_page))
+            .route(web::post().to(links::cancel))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::resource("/internal/v1/subscribers/lookup")
             .route(web::post().to(internal::lookup))
             .default_service(web::to(method_not_allowed)),
@@ -60,6 +67,51 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/internal/v1/lists/{list}/subscribers")
             .route(web::get().to(internal::list_members))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/v1/subscribers/export")
+            .route(web::post().to(admin::export_by_email))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/v1/subscribers/{id}")
+            .route(web::delete().to(admin::erase))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/v1/subscribers/{id}/export")
+            .route(web::get().to(admin::export_by_id))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/v1/subscribers/{id}/profile")
+            .route(web::patch().to(admin::rectify))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/v1/subscribers/{id}/restrict")
+            .route(web::post().to(admin::restrict))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/v1/subscribers/{id}/lift-restriction")
+            .route(web::post().to(admin::lift_restriction))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/v1/subscribers/{id}/object")
+            .route(web::post().to(admin::object))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/v1/stats")
+            .route(web::get().to(admin::stats))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/v1/audit")
+            .route(web::get().to(admin::audit_log))
             .default_service(web::to(method_not_allowed)),
     )
     .route("/health/live", web::get().to(health::live))

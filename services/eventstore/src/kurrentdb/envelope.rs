@@ -54,11 +54,11 @@ pub(super) fn encode(event: &NewEvent) -> Result<EventData, StoreError> {
         schema_version: event.schema_version,
         metadata: event.metadata.clone(),
     };
-    Ok(EventData::json(&event.event_type, &event.payload)
+    EventData::json(&event.event_type, &event.payload)
         .map_err(encode_err)?
         .id(event.event_id)
         .metadata_as_json(&metadata)
-        .map_err(encode_err)?)
+        .map_err(encode_err)
 }
 
 /// A stored KurrentDB event as our envelope; `stream_prefix` is removed from its stream name.

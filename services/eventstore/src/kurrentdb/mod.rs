@@ -76,8 +76,9 @@ fn backend(operation: &'static str) -> impl FnOnce(kurrentdb::Error) -> StoreErr
 /// KurrentDB's expected stream state for ours.
 fn stream_state(expected: ExpectedVersion) -> StreamState {
     match expected {
-        ExpectedVersion::NoStream => StreamState::NoStream,
-        ExpectedVersion::Exact(version) => StreamState::StreamRevision(version.saturating_sub(1)),
+        // `Exact(0)` says the same as `NoStream` (no event yet); the SQL adapters read it so too.
+        ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => StreamState::NoStream,
+        ExpectedVersion::Exact(version) => StreamState::StreamRevision(version - 1),
     }
 }
 
@@ -210,8 +211,8 @@ impl KurrentDbEventStore {
         }
     }
 
-    /// Tells a retry of an append that already succeeded from a real conflict, as the SQL
-    /// adapters do: compares the ids stored at the asked-for versions with the append's.
+    /// After KurrentDB refused an append: reads what the stream holds at the asked-for versions
+    /// and tells a retry of an append that already succeeded from a real conflict.
     async fn classify_conflict(
         &self,
         stream: &StreamId,
@@ -227,33 +228,47 @@ impl KurrentDbEventStore {
         } else {
             Vec::new()
         };
-        let matching: Vec<Uuid> = ids
-            .iter()
-            .zip(&stored)
-            .filter(|(id, slot)| **id == slot.event_id)
-            .map(|(id, _)| *id)
-            .collect();
-        if matching.len() == ids.len()
-            && stored.len() == ids.len()
-            && let Some(last) = stored.last()
-        {
-            return Ok(AppendOutcome {
-                stream_version: last.stream_version,
-                position: last.position,
-                idempotent_replay: true,
-            });
-        }
-        if let Some(event_id) = matching.first() {
-            return Err(StoreError::DuplicateEventId {
-                event_id: *event_id,
-            });
-        }
-        Err(StoreError::WrongExpectedVersion {
-            stream: stream.clone(),
-            expected,
-            actual,
-        })
+        classify(stream, expected, ids, &stored, actual)
     }
+}
+
+/// Tells a retry of an append that already succeeded from a real conflict, as the SQL adapters
+/// do: the same ids at the asked-for versions are a replay (nothing written, the stored outcome
+/// returned), some of them a reused id, none a version conflict. `stored` holds the events at
+/// the asked-for versions, `actual` the stream's version.
+fn classify(
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    ids: &[Uuid],
+    stored: &[RecordedEvent],
+    actual: u64,
+) -> Result<AppendOutcome, StoreError> {
+    let matching: Vec<Uuid> = ids
+        .iter()
+        .zip(stored)
+        .filter(|(id, slot)| **id == slot.event_id)
+        .map(|(id, _)| *id)
+        .collect();
+    if matching.len() == ids.len()
+        && stored.len() == ids.len()
+        && let Some(last) = stored.last()
+    {
+        return Ok(AppendOutcome {
+            stream_version: last.stream_version,
+            position: last.position,
+            idempotent_replay: true,
+        });
+    }
+    if let Some(event_id) = matching.first() {
+        return Err(StoreError::DuplicateEventId {
+            event_id: *event_id,
+        });
+    }
+    Err(StoreError::WrongExpectedVersion {
+        stream: stream.clone(),
+        expected,
+        actual,
+    })
 }
 
 /// The server-side filter on `$all`: our prefix, or every non-system stream.
@@ -282,6 +297,22 @@ impl EventStore for KurrentDbEventStore {
             .map(envelope::encode)
             .collect::<Result<Vec<_>, _>>()?;
         let name = self.name(stream);
+        // A retry of an append that already landed is answered from what is stored, without
+        // writing: KurrentDB would acknowledge it too, but could not say that it was a replay.
+        let first_slot = self
+            .read_revisions(
+                &name,
+                expected.as_u64(),
+                ids.len(),
+                "check for a retried append",
+            )
+            .await?;
+        if first_slot.first().map(|e| e.event_id) == ids.first().copied() {
+            let actual = first_slot
+                .last()
+                .map_or(expected.as_u64(), |e| e.stream_version);
+            return classify(stream, expected, &ids, &first_slot, actual);
+        }
         let options = AppendToStreamOptions::default()
             .stream_state(stream_state(expected))
             .deadline(self.config.deadline);
@@ -291,8 +322,8 @@ impl EventStore for KurrentDbEventStore {
             .await
         {
             Ok(result) => {
-                // KurrentDB acknowledges an idempotent retry without a position (the client
-                // turns it into the start of the log); a real write always has one.
+                // A retry racing its own first attempt: KurrentDB acknowledges it without a
+                // position (the client turns that into the start of the log).
                 let idempotent_replay = result.position == kurrentdb::Position::start();
                 // Either way the events sit right after the expected version.
                 let count = u64::try_from(ids.len()).unwrap_or(u64::MAX);
@@ -404,6 +435,10 @@ mod tests {
             StreamState::NoStream
         );
         assert_eq!(
+            stream_state(ExpectedVersion::Exact(0)),
+            StreamState::NoStream
+        );
+        assert_eq!(
             stream_state(ExpectedVersion::Exact(1)),
             StreamState::StreamRevision(0)
         );
@@ -414,6 +449,91 @@ mod tests {
         assert_eq!(version_of(CurrentRevision::NoStream), 0);
         assert_eq!(version_of(CurrentRevision::Current(0)), 1);
         assert_eq!(version_of(CurrentRevision::Current(41)), 42);
+    }
+
+    fn stored(ids: &[Uuid], first_version: u64) -> Vec<RecordedEvent> {
+        ids.iter()
+            .zip(first_version..)
+            .map(|(id, version)| RecordedEvent {
+                event_id: *id,
+                stream: StreamId::new("subscriber-1").expect("stream"),
+                stream_version: version,
+                position: Position::new(100 + version, 100 + version),
+                recorded_at: chrono::DateTime::UNIX_EPOCH,
+                event_type: "TestHappened".to_owned(),
+                schema_version: 1,
+                payload: "{}".to_owned(),
+                metadata: crate::EventMetadata::default(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_same_ids_at_the_asked_for_versions_are_a_replay() {
+        let stream = StreamId::new("subscriber-1").expect("stream");
+        let ids = [Uuid::now_v7(), Uuid::now_v7()];
+        let outcome = classify(
+            &stream,
+            ExpectedVersion::NoStream,
+            &ids,
+            &stored(&ids, 1),
+            4,
+        )
+        .expect("a replay");
+        assert!(outcome.idempotent_replay);
+        assert_eq!(outcome.stream_version, 2);
+        assert_eq!(outcome.position, Position::new(102, 102));
+    }
+
+    #[test]
+    fn some_of_the_ids_are_a_reused_id_and_none_a_conflict() {
+        let stream = StreamId::new("subscriber-1").expect("stream");
+        let ids = [Uuid::now_v7(), Uuid::now_v7()];
+        let other = Uuid::now_v7();
+        match classify(
+            &stream,
+            ExpectedVersion::NoStream,
+            &ids,
+            &stored(&[ids[0], other], 1),
+            2,
+        ) {
+            Err(StoreError::DuplicateEventId { event_id }) => assert_eq!(event_id, ids[0]),
+            other => panic!("expected a duplicate id, got {other:?}"),
+        }
+        match classify(
+            &stream,
+            ExpectedVersion::Exact(1),
+            &ids,
+            &stored(&[other], 2),
+            2,
+        ) {
+            Err(StoreError::WrongExpectedVersion {
+                actual, expected, ..
+            }) => {
+                assert_eq!(actual, 2);
+                assert_eq!(expected, ExpectedVersion::Exact(1));
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        // A partial match (the stream holds only the start of the batch) is not a replay.
+        assert!(matches!(
+            classify(
+                &stream,
+                ExpectedVersion::NoStream,
+                &ids,
+                &stored(&ids[..1], 1),
+                1
+            ),
+            Err(StoreError::DuplicateEventId { .. })
+        ));
+    }
+
+    #[test]
+    fn the_filter_is_the_prefix_or_every_non_system_stream() {
+        let all = format!("{:?}", filter_for(""));
+        assert!(all.contains("^[^\\\\$].*"), "{all}");
+        let prefixed = format!("{:?}", filter_for("tenant-a."));
+        assert!(prefixed.contains("tenant-a."), "{prefixed}");
     }
 
     #[tokio::test]

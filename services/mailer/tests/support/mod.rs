@@ -109,16 +109,17 @@ pub struct Received {
 #[derive(Clone)]
 struct Catcher {
     inbox: Arc<Mutex<Vec<Received>>>,
-    reject_recipients: bool,
+    /// The reply to RCPT: 250, 550 (no such mailbox) or 451 (try again later).
+    rcpt_reply: u16,
     current: Option<Received>,
 }
 
 impl mailin_embedded::Handler for Catcher {
     fn rcpt(&mut self, _to: &str) -> mailin_embedded::Response {
-        if self.reject_recipients {
-            mailin_embedded::response::NO_MAILBOX
-        } else {
-            mailin_embedded::response::OK
+        match self.rcpt_reply {
+            550 => mailin_embedded::response::NO_MAILBOX,
+            451 => mailin_embedded::response::INTERNAL_ERROR,
+            _ => mailin_embedded::response::OK,
         }
     }
 
@@ -171,12 +172,17 @@ impl SmtpServer {
 
     /// Starts a server on `port` (0: any free port).
     pub fn start_on(port: u16, reject_recipients: bool) -> Self {
+        Self::start_replying(port, if reject_recipients { 550 } else { 250 })
+    }
+
+    /// Starts a server that answers every RCPT with `rcpt_reply` (250, 550 or 451).
+    pub fn start_replying(port: u16, rcpt_reply: u16) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let inbox = Arc::new(Mutex::new(Vec::new()));
         let mut server = mailin_embedded::Server::new(Catcher {
             inbox: Arc::clone(&inbox),
-            reject_recipients,
+            rcpt_reply,
             current: None,
         });
         server
