@@ -59,6 +59,29 @@ fn sqlite_url(dir: &Path, file: &str) -> String {
 
 /// Opens (and migrates) the event store, the read models and the email index.
 pub async fn open_storage(settings: &Settings, secrets: &Secrets) -> Result<Storage, SettingError> {
+    let storage = open_sql_storage(settings, secrets).await?;
+    let Some(url) = settings.eventstore_url.as_deref() else {
+        return Ok(storage);
+    };
+    // Events in KurrentDB; read models, key vault and email index stay in the SQL database.
+    let sealed = newsletter_eventstore::connect(url).await.map_err(|e| {
+        SettingError::new(
+            "NEWSLETTER_EVENTSTORE_URL",
+            format!("cannot open the event store: {e}"),
+        )
+    })?;
+    Ok(Storage {
+        store: Arc::new(EncryptingEventStore::new(
+            Arc::clone(&sealed),
+            storage.vault.clone(),
+        )),
+        sealed_store: sealed,
+        ..storage
+    })
+}
+
+/// Opens everything in the SQL database `NEWSLETTER_DATABASE_URL` names (SQLite by default).
+async fn open_sql_storage(settings: &Settings, secrets: &Secrets) -> Result<Storage, SettingError> {
     let unreachable = |e: &dyn std::fmt::Display| {
         SettingError::new(
             "NEWSLETTER_DATABASE_URL",

@@ -301,6 +301,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// `postgres://…`, or `None` for SQLite files in the data dir.
     pub database_url: Option<String>,
+    /// `kurrentdb://…`/`esdb://…` for events in KurrentDB, or `None`.
+    pub eventstore_url: Option<String>,
     /// SMTP relay URL, or `None` for the outbox.
     pub smtp_url: Option<String>,
     /// Sender mailbox.
@@ -420,6 +422,19 @@ impl Settings {
                 "NEWSLETTER_DATABASE_URL",
                 "must start with postgres://, postgresql:// or sqlite:",
             ));
+        }
+        let eventstore_url = raw.get("NEWSLETTER_EVENTSTORE_URL").map(str::to_owned);
+        if let Some(url) = &eventstore_url {
+            let scheme = url.split("://").next().unwrap_or_default();
+            if !matches!(
+                scheme,
+                "kurrentdb" | "esdb" | "kurrent" | "kdb" | "kurrentdb+discover" | "esdb+discover"
+            ) {
+                return Err(SettingError::new(
+                    "NEWSLETTER_EVENTSTORE_URL",
+                    "must start with kurrentdb:// or esdb://",
+                ));
+            }
         }
         let smtp_url = raw.get("NEWSLETTER_SMTP_URL").map(str::to_owned);
         if mode == Mode::Production && smtp_url.is_none() {
@@ -543,6 +558,7 @@ impl Settings {
             public_url,
             data_dir,
             database_url,
+            eventstore_url,
             smtp_url,
             mail_from,
             lists,
