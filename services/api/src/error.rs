@@ -181,6 +181,7 @@ impl ApiError {
             detail: Some(self.to_string()),
             errors: match self {
                 Self::Validation(errors) => errors.clone(),
+                Self::MalformedBody(detail) => vec![FieldError::new("body", "malformed", detail)],
                 _ => Vec::new(),
             },
         }

@@ -50,7 +50,7 @@ impl CompanyName {
     }
 }
 
-/// A postal address; may span several lines (separated by `\n`).
+/// A postal address on one line (parts separated by commas); like every field, without CR or LF.
 #[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(try_from = "String")]
 pub struct PostalAddress {
@@ -59,18 +59,15 @@ pub struct PostalAddress {
 personal_string_value!(PostalAddress);
 
 impl PostalAddress {
-    /// Normalises line breaks to `\n`, trims each line and the whole, and checks: 1–500
-    /// characters, no control characters other than `\n`.
+    /// Trims and checks: 1–500 characters, no control characters (CR and LF included: write
+    /// the parts on one line, separated by commas).
     pub fn parse(input: &str) -> Result<Self, ValueError> {
         const FIELD: Field = Field::Address;
-        let unified = input.replace("\r\n", "\n").replace('\r', "\n");
-        let lines: Vec<&str> = unified.split('\n').map(str::trim).collect();
-        let joined = lines.join("\n");
-        let value = joined.trim_matches('\n').to_owned();
+        let value = input.trim().to_owned();
         if value.is_empty() {
             return Err(ValueError::Empty { field: FIELD });
         }
-        if value.chars().any(|c| c != '\n' && is_forbidden_char(c)) {
+        if value.chars().any(is_forbidden_char) {
             return Err(ValueError::ControlCharacter { field: FIELD });
         }
         if value.chars().count() > MAX_ADDRESS_CHARS {
@@ -82,9 +79,9 @@ impl PostalAddress {
         Ok(Self { value })
     }
 
-    /// The address's lines.
+    /// The address's comma-separated parts.
     pub fn lines(&self) -> impl Iterator<Item = &str> {
-        self.value.split('\n')
+        self.value.split(',').map(str::trim)
     }
 }
 
@@ -273,10 +270,12 @@ mod tests {
     }
 
     #[test]
-    fn addresses_keep_lines_but_never_cr() {
-        let address = PostalAddress::parse(" Gerlachsgade 4, \r\n6400 Sønderborg\r\n").unwrap();
-        assert_eq!(address.as_str(), "Gerlachsgade 4,\n6400 Sønderborg");
+    fn addresses_are_one_line_without_cr_or_lf() {
+        let address = PostalAddress::parse(" Gerlachsgade 4, 6400 Sønderborg ").unwrap();
+        assert_eq!(address.as_str(), "Gerlachsgade 4, 6400 Sønderborg");
         assert_eq!(address.lines().count(), 2);
+        assert!(PostalAddress::parse("Gerlachsgade 4\r\nBcc: x@example.org").is_err());
+        assert!(PostalAddress::parse("Gerlachsgade 4\n6400 Sønderborg").is_err());
         assert!(PostalAddress::parse("a\u{0}b").is_err());
         assert!(PostalAddress::parse("\r\n \n").is_err());
         assert!(PostalAddress::parse(&"x".repeat(501)).is_err());

@@ -472,10 +472,10 @@ impl Settings {
             Duration::from_secs(7 * 24 * 3600),
             duration,
         )?;
-        if confirm_ttl < Duration::from_secs(60) {
+        if confirm_ttl < Duration::from_secs(1) {
             return Err(SettingError::new(
                 "NEWSLETTER_CONFIRM_TTL",
-                "must be at least one minute",
+                "must be at least one second",
             ));
         }
         let thank_you_url = raw.get("NEWSLETTER_THANK_YOU_URL").map(str::to_owned);

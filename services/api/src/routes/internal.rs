@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::body::{body_kind, read_body};
+use super::json::JsonFields;
 use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::ports::{ListStatusView, StatusName, SubscriberRecord};
@@ -105,7 +106,7 @@ pub(crate) struct MembersQuery {
     /// `confirmed` (default), `pending`, `unsubscribed` or `restricted`.
     status: Option<String>,
     /// 1 to 1,000 (default 100).
-    limit: Option<usize>,
+    limit: Option<String>,
     /// The `next` cursor of the previous page.
     after: Option<String>,
 }
@@ -172,8 +173,12 @@ pub(crate) async fn lookup(
     // 1,000 addresses of up to 254 characters, quoted and separated.
     let limit = state.config.max_lookup * 260 + 1024;
     let body = read_body(&http, payload, limit).await?;
-    let request: LookupRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedBody(e.to_string()))?;
+    let mut fields = JsonFields::parse(&body)?;
+    let emails = fields.required_string_array("emails");
+    fields.finish()?;
+    let request = LookupRequest {
+        emails: emails.unwrap_or_default(),
+    };
     if request.emails.len() > state.config.max_lookup {
         return Err(ApiError::Validation(vec![crate::error::FieldError::new(
             "emails",
@@ -246,22 +251,37 @@ pub(crate) async fn list_members(
         "unsubscribed" => StatusName::Unsubscribed,
         "restricted" => StatusName::Restricted,
         _ => {
-            return Err(ApiError::BadRequest(
-                "status must be confirmed, pending, unsubscribed or restricted".to_owned(),
-            ));
+            return Err(ApiError::Validation(vec![crate::error::FieldError::new(
+                "status",
+                "invalid",
+                "status must be confirmed, pending, unsubscribed or restricted",
+            )]));
         }
     };
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be 1 to 1000".to_owned()));
-    }
-    let after =
-        match query.after.as_deref().filter(|a| !a.is_empty()) {
-            Some(raw) => Some(parse_subscriber_id(raw).ok_or_else(|| {
-                ApiError::BadRequest("after is not a cursor of this API".to_owned())
-            })?),
-            None => None,
-        };
+    let limit = match query.limit.as_deref() {
+        None | Some("") => 100,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|limit| (1..=1000).contains(limit))
+            .ok_or_else(|| {
+                ApiError::Validation(vec![crate::error::FieldError::new(
+                    "limit",
+                    "out_of_range",
+                    "limit must be a whole number from 1 to 1000",
+                )])
+            })?,
+    };
+    let after = match query.after.as_deref().filter(|a| !a.is_empty()) {
+        Some(raw) => Some(parse_subscriber_id(raw).ok_or_else(|| {
+            ApiError::Validation(vec![crate::error::FieldError::new(
+                "after",
+                "invalid_cursor",
+                "after is not a cursor of this API",
+            )])
+        })?),
+        None => None,
+    };
     let page = state
         .queries
         .list_members(&list, status, after, limit)

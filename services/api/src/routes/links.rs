@@ -48,6 +48,24 @@ fn metadata(actor: &str) -> EventMetadata {
     }
 }
 
+/// The language of a subscriber's pages: theirs (confirmed, or their pending request's), else
+/// the browser's. Reading the stream changes nothing.
+async fn subscriber_locale(
+    state: &ApiState,
+    subscriber: SubscriberId,
+    http: &HttpRequest,
+) -> newsletter_domain::Locale {
+    let Ok(stream) = StreamId::new(subscriber.stream_name()) else {
+        return preferred_locale(http);
+    };
+    match newsletter_eventstore::command::load::<Subscriber>(state.store.as_ref(), &stream).await {
+        Ok((subscriber_state, _)) => subscriber_state
+            .locale()
+            .unwrap_or_else(|| preferred_locale(http)),
+        Err(_) => preferred_locale(http),
+    }
+}
+
 /// Carries out a command a link's token authorised, on that subscriber's stream.
 async fn execute_for(
     state: &ApiState,
@@ -132,13 +150,14 @@ pub(crate) async fn confirm_page(
 ) -> Result<HttpResponse, HtmlError> {
     let locale = preferred_locale(&http);
     let token = query.token.as_deref().unwrap_or_default();
-    state
+    let claims = state
         .keys
         .verify_confirm(token, state.clock.now())
         .map_err(|e| HtmlError {
             error: link_error(&e),
             locale,
         })?;
+    let locale = subscriber_locale(&state, claims.subscriber, &http).await;
     Ok(html(pages::confirm_prompt(
         locale,
         &state.config.public_url,
@@ -175,6 +194,8 @@ pub(crate) async fn confirm(
         .keys
         .verify_confirm(token.as_deref().unwrap_or_default(), now)
         .map_err(|e| fail(link_error(&e)))?;
+    let locale = subscriber_locale(&state, claims.subscriber, &http).await;
+    let fail = |error| HtmlError { error, locale };
     let command = SubscriberCommand::Confirm {
         request_id: claims.request,
         consent: ConsentEvidence {
@@ -221,13 +242,14 @@ pub(crate) async fn unsubscribe_page(
 ) -> Result<HttpResponse, HtmlError> {
     let locale = preferred_locale(&http);
     let token = query.token.as_deref().unwrap_or_default();
-    state
+    let claims = state
         .keys
         .verify_unsubscribe(token)
         .map_err(|e| HtmlError {
             error: link_error(&e),
             locale,
         })?;
+    let locale = subscriber_locale(&state, claims.subscriber, &http).await;
     Ok(html(pages::unsubscribe_prompt(
         locale,
         &state.config.public_url,
@@ -264,6 +286,8 @@ pub(crate) async fn unsubscribe(
         .keys
         .verify_unsubscribe(token.as_deref().unwrap_or_default())
         .map_err(|e| fail(link_error(&e)))?;
+    let locale = subscriber_locale(&state, claims.subscriber, &http).await;
+    let fail = |error| HtmlError { error, locale };
     let command = SubscriberCommand::Unsubscribe {
         scope: claims.scope.clone(),
         channel: if one_click {
@@ -307,10 +331,11 @@ pub(crate) async fn cancel_page(
 ) -> Result<HttpResponse, HtmlError> {
     let locale = preferred_locale(&http);
     let token = query.token.as_deref().unwrap_or_default();
-    state.keys.verify_cancel(token).map_err(|e| HtmlError {
+    let claims = state.keys.verify_cancel(token).map_err(|e| HtmlError {
         error: link_error(&e),
         locale,
     })?;
+    let locale = subscriber_locale(&state, claims.subscriber, &http).await;
     Ok(html(pages::cancel_prompt(
         locale,
         &state.config.public_url,
@@ -348,6 +373,8 @@ pub(crate) async fn cancel(
         .keys
         .verify_cancel(token.as_deref().unwrap_or_default())
         .map_err(|e| fail(link_error(&e)))?;
+    let locale = subscriber_locale(&state, claims.subscriber, &http).await;
+    let fail = |error| HtmlError { error, locale };
     let command = SubscriberCommand::CancelRequest {
         request_id: claims.request,
     };

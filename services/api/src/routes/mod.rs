@@ -4,6 +4,7 @@ pub(crate) mod admin;
 pub(crate) mod body;
 pub(crate) mod health;
 pub(crate) mod internal;
+mod json;
 pub(crate) mod links;
 pub(crate) mod signup;
 

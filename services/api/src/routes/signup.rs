@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::body::{BodyKind, body_kind, form_pairs, read_body};
+use super::json::JsonFields;
 use crate::client::{client_ip, preferred_locale, user_agent};
 use crate::error::{ApiError, FieldError};
 use crate::pages;
@@ -71,6 +72,23 @@ struct ValidSignup {
 
 fn blank_to_none(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
+}
+
+fn request_from_json(body: &[u8]) -> Result<SignupRequest, ApiError> {
+    let mut fields = JsonFields::parse(body)?;
+    let request = SignupRequest {
+        email: fields.string("email"),
+        name: fields.string("name"),
+        company: fields.string("company"),
+        address: fields.string("address"),
+        phone: fields.string("phone"),
+        lists: fields.strings("lists"),
+        locale: fields.string("locale"),
+        source: fields.string("source"),
+        website: fields.string("website"),
+    };
+    fields.finish()?;
+    Ok(request)
 }
 
 fn request_from_form(body: &[u8]) -> SignupRequest {
@@ -233,9 +251,9 @@ pub(crate) async fn subscribe(
         Err(error) => return respond_error(error),
     };
     let request = match body_kind {
-        BodyKind::Json => match serde_json::from_slice::<SignupRequest>(&body) {
+        BodyKind::Json => match request_from_json(&body) {
             Ok(request) => request,
-            Err(e) => return respond_error(ApiError::MalformedBody(e.to_string())),
+            Err(error) => return respond_error(error),
         },
         BodyKind::Form => request_from_form(&body),
     };
