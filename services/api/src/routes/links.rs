@@ -286,8 +286,6 @@ pub(crate) async fn unsubscribe(
         .keys
         .verify_unsubscribe(token.as_deref().unwrap_or_default())
         .map_err(|e| fail(link_error(&e)))?;
-    let locale = subscriber_locale(&state, claims.subscriber, &http).await;
-    let fail = |error| HtmlError { error, locale };
     let command = SubscriberCommand::Unsubscribe {
         scope: claims.scope.clone(),
         channel: if one_click {
@@ -296,19 +294,39 @@ pub(crate) async fn unsubscribe(
             UnsubscribeChannel::Link
         },
     };
-    match execute_for(&state, claims.subscriber, &command).await {
+    withdraw(
+        &state,
+        &http,
+        claims.subscriber,
+        &command,
+        pages::unsubscribed,
+    )
+    .await
+}
+
+/// Carries out a withdrawal (unsubscribe, cancel) and shows `done`. A withdrawal always
+/// succeeds from the visitor's point of view: whatever the rules refuse (an unknown subscriber,
+/// a request that already ended) leaves nothing of what they withdrew in force.
+async fn withdraw(
+    state: &ApiState,
+    http: &HttpRequest,
+    subscriber: SubscriberId,
+    command: &SubscriberCommand,
+    done: fn(newsletter_domain::Locale) -> String,
+) -> Result<HttpResponse, HtmlError> {
+    let locale = subscriber_locale(state, subscriber, http).await;
+    let fail = |error| HtmlError { error, locale };
+    match execute_for(state, subscriber, command).await {
         Ok(()) => {
-            tracing::info!(subscriber = %claims.subscriber, one_click, "unsubscribed");
-            Ok(html(pages::unsubscribed(locale)))
+            tracing::info!(%subscriber, command = command.name(), "withdrawal recorded");
+            Ok(html(done(locale)))
         }
-        // Withdrawal always succeeds from the visitor's point of view: whatever the rules
-        // refused (e.g. an unknown subscriber) leaves nothing subscribed.
         Err(CommandError::Refused(reason)) => {
-            tracing::info!(subscriber = %claims.subscriber, %reason, "unsubscribe changed nothing");
-            Ok(html(pages::unsubscribed(locale)))
+            tracing::info!(%subscriber, command = command.name(), %reason, "withdrawal changed nothing");
+            Ok(html(done(locale)))
         }
         Err(CommandError::Contention { .. }) => Err(fail(ApiError::Busy)),
-        Err(e) => Err(fail(ApiError::internal("record the unsubscribe", e))),
+        Err(e) => Err(fail(ApiError::internal("record a withdrawal", e))),
     }
 }
 
@@ -373,25 +391,10 @@ pub(crate) async fn cancel(
         .keys
         .verify_cancel(token.as_deref().unwrap_or_default())
         .map_err(|e| fail(link_error(&e)))?;
-    let locale = subscriber_locale(&state, claims.subscriber, &http).await;
-    let fail = |error| HtmlError { error, locale };
     let command = SubscriberCommand::CancelRequest {
         request_id: claims.request,
     };
-    match execute_for(&state, claims.subscriber, &command).await {
-        Ok(()) => {
-            tracing::info!(subscriber = %claims.subscriber, "signup cancelled");
-            Ok(html(pages::cancelled(locale)))
-        }
-        // Nothing pending under that request (already confirmed, cancelled or unknown): the
-        // visitor's wish, that this request leads nowhere, already holds.
-        Err(CommandError::Refused(reason)) => {
-            tracing::info!(subscriber = %claims.subscriber, %reason, "cancel changed nothing");
-            Ok(html(pages::cancelled(locale)))
-        }
-        Err(CommandError::Contention { .. }) => Err(fail(ApiError::Busy)),
-        Err(e) => Err(fail(ApiError::internal("record the cancellation", e))),
-    }
+    withdraw(&state, &http, claims.subscriber, &command, pages::cancelled).await
 }
 
 #[cfg(test)]
