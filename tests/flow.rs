@@ -934,3 +934,66 @@ async fn separate_roles_on_postgres() {
     let _projector2 = service.spawn_role("projector", &[]);
     service.wait_status(&id, "newsletter", "unsubscribed").await;
 }
+
+/// Two mailer replicas: only the lease holder sends, so every confirmation mail goes out once;
+/// when the holder is killed with SIGKILL the standby takes over and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "NEWSLETTER_TEST_DATABASE_URL is not set: PostgreSQL tests not run"
+)]
+async fn two_mailers_send_each_mail_once_and_fail_over() {
+    let sink = SmtpSink::start();
+    let service = Service::builder()
+        .smtp(&sink)
+        .backend(Backend::postgres().await)
+        .args(&["api"])
+        .start()
+        .await;
+    let _projector = service.spawn_role("projector", &[]);
+    let mut first = service.spawn_role("mailer", &[]);
+    // Let the first replica take the lease before the second starts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut second = service.spawn_role("mailer", &[]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let before: Vec<String> = (0..5)
+        .map(|i| unique_email(&format!("lease-a{i}")))
+        .collect();
+    for email in &before {
+        service
+            .signup_json(&json!({ "email": email }))
+            .await
+            .expect_status(202);
+    }
+    for email in &before {
+        sink.wait_for_mail(email, 1).await;
+    }
+    first.assert_running();
+    second.assert_running();
+
+    // The holder dies without a word; the standby must take over.
+    first.kill();
+    let after: Vec<String> = (0..5)
+        .map(|i| unique_email(&format!("lease-b{i}")))
+        .collect();
+    for email in &after {
+        service
+            .signup_json(&json!({ "email": email }))
+            .await
+            .expect_status(202);
+    }
+    for email in &after {
+        sink.wait_for_mail(email, 1).await;
+    }
+    second.assert_running();
+    // Give a second sender time to show itself, then count.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for email in before.iter().chain(&after) {
+        assert_eq!(
+            sink.messages_to(email).len(),
+            1,
+            "{email} got its confirmation mail once"
+        );
+    }
+}

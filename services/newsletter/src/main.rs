@@ -6,6 +6,7 @@
 mod access_log;
 mod adapters;
 mod cli;
+mod lease;
 mod privacy;
 mod roles;
 mod secrets;

@@ -21,6 +21,7 @@ use newsletter_projections::{EmailIndex, ProjectionRunner, ReadModels};
 use tokio::sync::watch;
 
 use crate::adapters::{Checkpoints, Directory, Queries, StorageReadiness};
+use crate::lease::{Lease, LeaseStore};
 use crate::privacy::Privacy;
 use crate::secrets::Secrets;
 use crate::settings::{RawSettings, SettingError, Settings};
@@ -336,31 +337,59 @@ pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
         );
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Set when a lease is lost: the process stops (non-zero) and its orchestrator restarts it.
+    let (lost_tx, mut lost_rx) = watch::channel(false);
+    let leases = match settings.database_url.as_deref() {
+        Some(url) if url.starts_with("postgres") => LeaseStore::Postgres(url.to_owned()),
+        _ => LeaseStore::Files(settings.data_dir.clone()),
+    };
     let mut tasks = tokio::task::JoinSet::new();
     if roles.projector {
         let store = Arc::clone(&storage.store);
         let models = storage.models.clone();
-        let shutdown = when_stopped(&stop_rx);
-        tasks.spawn(async move {
-            ProjectionRunner::default()
-                .run(store, models, shutdown)
-                .await;
-        });
         let stats = Stats::new(&storage.vault);
         let sealed = Arc::clone(&storage.sealed_store);
-        let shutdown = when_stopped(&stop_rx);
-        tasks.spawn(async move { stats.run(sealed, shutdown).await });
         let retention = privacy(&settings, &storage);
         let lists: Vec<_> = list_catalog(&settings)?.iter().cloned().collect();
         let period = settings.retention_pending;
-        let shutdown = when_stopped(&stop_rx);
-        tasks.spawn(async move { retention.run_retention(lists, period, shutdown).await });
+        let (leases, stop_rx, lost_tx) = (leases.clone(), stop_rx.clone(), lost_tx.clone());
+        tasks.spawn(async move {
+            let Some(lease) = acquire_or_stop(&leases, "projector", &stop_rx, &lost_tx).await
+            else {
+                return;
+            };
+            let shutdown = || stop_or_lost(&stop_rx, &lease);
+            let runner = ProjectionRunner::default();
+            tokio::join!(
+                runner.run(store, models, shutdown()),
+                stats.run(sealed, shutdown()),
+                retention.run_retention(lists, period, shutdown()),
+            );
+            if lease_was_lost(&lease) {
+                let _ = lost_tx.send(true);
+            }
+        });
     }
     if roles.mailer {
         let mailer = mailer(&settings, &secrets, &storage)?;
-        let shutdown = when_stopped(&stop_rx);
-        tasks.spawn(async move { mailer.run(shutdown).await });
+        let (leases, stop_rx, lost_tx) = (leases.clone(), stop_rx.clone(), lost_tx.clone());
+        tasks.spawn(async move {
+            let Some(lease) = acquire_or_stop(&leases, "mailer", &stop_rx, &lost_tx).await else {
+                return;
+            };
+            mailer.run(stop_or_lost(&stop_rx, &lease)).await;
+            if lease_was_lost(&lease) {
+                let _ = lost_tx.send(true);
+            }
+        });
     }
+    let stopped = async move {
+        tokio::select! {
+            () = stop_signal() => false,
+            _ = lost_rx.wait_for(|lost| *lost) => true,
+        }
+    };
+    let lease_lost;
     if roles.api {
         let state = api_state(&raw, &settings, &secrets, &storage)?;
         let data = web::Data::new(state);
@@ -386,18 +415,61 @@ pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
         let handle = server.handle();
         tracing::info!(listen = %settings.listen, public_url = %settings.public_url, "serving HTTP");
         let server_task = tokio::spawn(server);
-        stop_signal().await;
+        lease_lost = stopped.await;
         tracing::info!("stopping: no new connections; finishing requests in flight");
         handle.stop(true).await;
         let _ = server_task.await;
     } else {
         tracing::info!("running without HTTP; stop with SIGTERM");
-        stop_signal().await;
+        lease_lost = stopped.await;
     }
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    if lease_lost {
+        return Err(SettingError::new(
+            "NEWSLETTER_DATABASE_URL",
+            "lost the lease of a single-active role (its database session ended); restart to stand by again",
+        ));
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Waits for the role's lease; `None` when the process is stopping (or the lease store fails,
+/// which also stops the process).
+async fn acquire_or_stop(
+    leases: &LeaseStore,
+    name: &str,
+    stop_rx: &watch::Receiver<bool>,
+    lost_tx: &watch::Sender<bool>,
+) -> Option<Lease> {
+    match leases.acquire(name, when_stopped(stop_rx)).await {
+        Ok(lease) => lease,
+        Err(e) => {
+            tracing::error!(lease = name, error = %e, "cannot take the lease");
+            let _ = lost_tx.send(true);
+            None
+        }
+    }
+}
+
+/// Completes on SIGTERM or when the lease is lost.
+fn stop_or_lost(
+    stop_rx: &watch::Receiver<bool>,
+    lease: &Lease,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let stopped = when_stopped(stop_rx);
+    let lost = lease.lost();
+    async move {
+        tokio::select! {
+            () = stopped => {}
+            () = lost => {}
+        }
+    }
+}
+
+fn lease_was_lost(lease: &Lease) -> bool {
+    lease.is_lost()
 }
 
 /// Empties the read models and replays the whole log into them.
