@@ -954,8 +954,32 @@ async fn two_mailers_send_each_mail_once_and_fail_over() {
     let mut first = service.spawn_role("mailer", &[]);
     // Let the first replica take the lease before the second starts.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut second = service.spawn_role("mailer", &[]);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ops_port = support::free_port();
+    let mut second = service.spawn_role(
+        "mailer",
+        &[("NEWSLETTER_OPS_LISTEN", format!("127.0.0.1:{ops_port}"))],
+    );
+    // A role without the API serves its health probes on NEWSLETTER_OPS_LISTEN (a standby too).
+    let deadline = std::time::Instant::now() + support::START_DEADLINE;
+    for probe in ["/health/live", "/health/ready"] {
+        loop {
+            second.assert_running();
+            let answer = service
+                .client
+                .get(format!("http://127.0.0.1:{ops_port}{probe}"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            if answer.as_ref().is_ok_and(|status| *status == 200) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{probe} of the standby mailer: {answer:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     let before: Vec<String> = (0..5)
         .map(|i| unique_email(&format!("lease-a{i}")))

@@ -25,6 +25,7 @@ use crate::lease::{Lease, LeaseStore};
 use crate::privacy::Privacy;
 use crate::secrets::Secrets;
 use crate::settings::{RawSettings, SettingError, Settings};
+use newsletter_api::ports::Readiness;
 
 /// Which parts run in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -419,6 +420,33 @@ pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
         tracing::info!("stopping: no new connections; finishing requests in flight");
         handle.stop(true).await;
         let _ = server_task.await;
+    } else if let Some(ops_listen) = settings.ops_listen {
+        let readiness: Arc<dyn Readiness> = Arc::new(StorageReadiness {
+            store: Arc::clone(&storage.store),
+            models: storage.models.clone(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(Arc::clone(&readiness)))
+                .route("/health/live", web::get().to(ops_live))
+                .route("/health/ready", web::get().to(ops_ready))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(ops_listen)
+        .map_err(|e| {
+            SettingError::new(
+                "NEWSLETTER_OPS_LISTEN",
+                format!("cannot listen on {ops_listen}: {e}"),
+            )
+        })?
+        .run();
+        let handle = server.handle();
+        tracing::info!(listen = %ops_listen, "serving health probes");
+        let server_task = tokio::spawn(server);
+        lease_lost = stopped.await;
+        handle.stop(true).await;
+        let _ = server_task.await;
     } else {
         tracing::info!("running without HTTP; stop with SIGTERM");
         lease_lost = stopped.await;
@@ -433,6 +461,29 @@ pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `/health/live` of a role without the API: the process is up.
+async fn ops_live() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `/health/ready` of a role without the API: its databases answer.
+async fn ops_ready(readiness: web::Data<Arc<dyn Readiness>>) -> actix_web::HttpResponse {
+    match readiness.check().await {
+        Ok(()) => actix_web::HttpResponse::Ok().json(serde_json::json!({ "status": "ok" })),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            actix_web::HttpResponse::ServiceUnavailable()
+                .content_type("application/problem+json")
+                .json(serde_json::json!({
+                    "type": "https://newsletter.invalid/problems/busy",
+                    "title": "Service Unavailable",
+                    "status": 503,
+                    "detail": "not ready: a database is not reachable",
+                }))
+        }
+    }
 }
 
 /// Waits for the role's lease; `None` when the process is stopping (or the lease store fails,

@@ -31,6 +31,11 @@ pub const SETTINGS: &[SettingDoc] = &[
         help: "address the HTTP server binds",
     },
     SettingDoc {
+        env: "NEWSLETTER_OPS_LISTEN",
+        default: "unset: no HTTP in the projector and mailer roles",
+        help: "address where the projector and mailer roles serve /health/live and /health/ready (the api role serves them on NEWSLETTER_LISTEN)",
+    },
+    SettingDoc {
         env: "NEWSLETTER_PUBLIC_URL",
         default: "http://<listen>",
         help: "base of every link in mails and headers",
@@ -295,6 +300,8 @@ pub struct Settings {
     pub mode: Mode,
     /// Where the HTTP server binds.
     pub listen: SocketAddr,
+    /// Where roles without the API serve their health probes, if anywhere.
+    pub ops_listen: Option<SocketAddr>,
     /// Base of every link, without a trailing slash.
     pub public_url: String,
     /// Data directory.
@@ -390,6 +397,15 @@ impl Settings {
                     .map_err(|_| "not a socket address like 127.0.0.1:8080".to_owned())
             },
         )?;
+        let ops_listen = match raw.get("NEWSLETTER_OPS_LISTEN") {
+            Some(v) => Some(v.parse().map_err(|_| {
+                SettingError::new(
+                    "NEWSLETTER_OPS_LISTEN",
+                    "not a socket address like 0.0.0.0:8080",
+                )
+            })?),
+            None => None,
+        };
         let public_url = match raw.get("NEWSLETTER_PUBLIC_URL") {
             Some(url) => {
                 let url = url.trim_end_matches('/');
@@ -555,6 +571,7 @@ impl Settings {
             retention_pending,
             mode,
             listen,
+            ops_listen,
             public_url,
             data_dir,
             database_url,
