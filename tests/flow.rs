@@ -1021,3 +1021,73 @@ async fn two_mailers_send_each_mail_once_and_fail_over() {
         );
     }
 }
+
+/// `/metrics` is Prometheus text that a real parser (Python's prometheus_client) reads, counts
+/// the funnel, and never carries personal data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_without_personal_data() {
+    let service = Service::builder().start().await;
+    let email = unique_email("metrics");
+    service
+        .signup_form(&[("email", email.as_str()), ("name", "Karen Metrics-Blixen")])
+        .await
+        .expect_success();
+    // The sampler runs every 5 s; wait for the mail counter to show the sent mail.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let r = service.get("/metrics").await;
+        assert_eq!(r.status, 200, "{}", r.describe());
+        if r.body
+            .contains("newsletter_confirmation_mails_total{outcome=\"sent\"} 1")
+        {
+            break r.body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no sent mail counted in /metrics:\n{}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for expected in [
+        "newsletter_funnel_total{step=\"signup\"} 1",
+        "newsletter_events_appended_total{type=\"SubscriptionRequested\"} 1",
+        "newsletter_events_appended_total{type=\"ConfirmationMailSent\"} 1",
+        "newsletter_http_requests_total{method=\"POST\",route=\"/v1/subscriptions\",status=\"200\"} 1",
+        "newsletter_lease_held{role=\"mailer\"} 1",
+        "newsletter_subscribers{list=\"newsletter\",status=\"pending\"} 1",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains(&email) && !text.contains("Karen"),
+        "personal data in /metrics"
+    );
+    let mut parser = std::process::Command::new(
+        std::env::var("NEWSLETTER_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned()),
+    )
+    .args([
+        "-c",
+        "import sys\nfrom prometheus_client.parser import text_string_to_metric_families\n\
+         families = list(text_string_to_metric_families(sys.stdin.read()))\n\
+         assert len(families) >= 10, len(families)\nprint(len(families))",
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("python3 with prometheus_client (scripts/test installs it)");
+    {
+        use std::io::Write;
+        let mut stdin = parser.stdin.take().expect("stdin");
+        stdin
+            .write_all(text.as_bytes())
+            .expect("write /metrics to the parser");
+    }
+    let out = parser.wait_with_output().expect("parser finished");
+    assert!(
+        out.status.success(),
+        "prometheus_client could not parse /metrics: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

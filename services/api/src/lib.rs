@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod metrics;
 pub mod openapi;
 pub mod pages;
 pub mod ports;

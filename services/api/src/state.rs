@@ -32,6 +32,8 @@ pub struct ApiState {
     pub clock: Arc<dyn Clock>,
     /// The signup rate limiter.
     pub signup_limiter: Arc<RateLimiter>,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Erasure and the admin audit log (`/admin/v1/…`).
     pub privacy: Arc<dyn PrivacyOperations>,
 }

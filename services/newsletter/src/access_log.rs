@@ -17,9 +17,23 @@ pub async fn log_request(
     let route = request
         .match_pattern()
         .unwrap_or_else(|| "<unmatched>".to_owned());
+    let metrics = request
+        .app_data::<actix_web::web::Data<std::sync::Arc<newsletter_api::metrics::Metrics>>>()
+        .cloned();
     let response = next.call(request).await?;
     let status = response.status().as_u16();
-    let millis = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed().as_secs_f64();
+    let millis = elapsed * 1000.0;
+    if let Some(metrics) = metrics {
+        metrics
+            .http_requests
+            .with_label_values(&[method.as_str(), route.as_str(), &status.to_string()])
+            .inc();
+        metrics
+            .http_duration
+            .with_label_values(&[method.as_str(), route.as_str()])
+            .observe(elapsed);
+    }
     if status >= 500 {
         tracing::warn!(%method, %route, status, millis, "request");
     } else {

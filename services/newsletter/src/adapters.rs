@@ -153,3 +153,62 @@ impl CheckpointStore for Checkpoints {
             .map_err(|e| CheckpointError::new(name, "read-model database", e))
     }
 }
+
+/// Counts appended events by type for `/metrics`, around any event store.
+pub struct MeteredStore {
+    inner: Arc<dyn EventStore>,
+    metrics: Arc<newsletter_api::metrics::Metrics>,
+}
+
+impl MeteredStore {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn EventStore>, metrics: Arc<newsletter_api::metrics::Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+#[async_trait]
+impl EventStore for MeteredStore {
+    async fn append(
+        &self,
+        stream: &newsletter_eventstore::StreamId,
+        expected: newsletter_eventstore::ExpectedVersion,
+        events: Vec<newsletter_eventstore::NewEvent>,
+    ) -> Result<newsletter_eventstore::AppendOutcome, newsletter_eventstore::StoreError> {
+        let types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect();
+        let outcome = self.inner.append(stream, expected, events).await?;
+        if !outcome.idempotent_replay {
+            for event_type in &types {
+                self.metrics
+                    .events_appended
+                    .with_label_values(&[event_type.as_str()])
+                    .inc();
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &newsletter_eventstore::StreamId,
+        after_version: u64,
+    ) -> Result<Vec<newsletter_eventstore::RecordedEvent>, newsletter_eventstore::StoreError> {
+        self.inner.read_stream(stream, after_version).await
+    }
+
+    async fn read_all(
+        &self,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Result<Vec<newsletter_eventstore::RecordedEvent>, newsletter_eventstore::StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes()
+    }
+
+    fn adapter_name(&self) -> &'static str {
+        self.inner.adapter_name()
+    }
+}

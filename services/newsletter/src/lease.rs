@@ -76,7 +76,10 @@ impl Lease {
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut lost = self.lost.clone();
         async move {
-            let _ = lost.wait_for(|lost| *lost).await;
+            // A closed channel (no keeper) means the lease cannot be lost: wait forever.
+            if lost.wait_for(|lost| *lost).await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
     }
 }
@@ -195,6 +198,19 @@ impl LeaseStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_file_lease_is_never_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let lease = LeaseStore::Files(dir.path().to_owned())
+            .try_acquire("mailer")
+            .await
+            .unwrap()
+            .expect("free");
+        assert!(!lease.is_lost());
+        let lost = tokio::time::timeout(Duration::from_millis(200), lease.lost()).await;
+        assert!(lost.is_err(), "a lock file lease never reports itself lost");
+    }
 
     #[tokio::test]
     async fn a_file_lease_is_exclusive_and_released_on_drop() {

@@ -20,11 +20,13 @@ use newsletter_mailer::{
 use newsletter_projections::{EmailIndex, ProjectionRunner, ReadModels};
 use tokio::sync::watch;
 
+use crate::adapters::MeteredStore;
 use crate::adapters::{Checkpoints, Directory, Queries, StorageReadiness};
 use crate::lease::{Lease, LeaseStore};
 use crate::privacy::Privacy;
 use crate::secrets::Secrets;
 use crate::settings::{RawSettings, SettingError, Settings};
+use newsletter_api::metrics::Metrics;
 use newsletter_api::ports::Readiness;
 
 /// Which parts run in this process.
@@ -202,6 +204,7 @@ fn api_state(
     settings: &Settings,
     secrets: &Secrets,
     storage: &Storage,
+    metrics: &Arc<Metrics>,
 ) -> Result<ApiState, SettingError> {
     let lists = ListCatalog::new(settings.lists.iter().map(String::as_str))
         .map_err(|e| SettingError::new("NEWSLETTER_LISTS", e.to_string()))?;
@@ -249,6 +252,7 @@ fn api_state(
         }),
         clock: Arc::new(SystemClock),
         signup_limiter: Arc::new(RateLimiter::per_minute(settings.signup_rate_limit)),
+        metrics: Arc::clone(metrics),
         privacy: Arc::new(privacy(settings, storage)),
     })
 }
@@ -330,7 +334,17 @@ fn when_stopped(
 /// Runs the chosen roles until SIGTERM/Ctrl-C: the HTTP server stops accepting and finishes
 /// requests in flight, the projector finishes its batch, the mailer stops between mails.
 pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
-    let (settings, secrets, storage) = prepare(&raw).await?;
+    let (settings, secrets, mut storage) = prepare(&raw).await?;
+    let metrics = Arc::new(Metrics::new().map_err(|e| {
+        SettingError::new(
+            "NEWSLETTER_LOG",
+            format!("metrics could not be set up: {e}"),
+        )
+    })?);
+    storage.store = Arc::new(MeteredStore::new(
+        Arc::clone(&storage.store),
+        Arc::clone(&metrics),
+    ));
     if settings.mode == crate::settings::Mode::Development {
         tracing::warn!(
             data_dir = %settings.data_dir.display(),
@@ -354,19 +368,29 @@ pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
         let lists: Vec<_> = list_catalog(&settings)?.iter().cloned().collect();
         let period = settings.retention_pending;
         let (leases, stop_rx, lost_tx) = (leases.clone(), stop_rx.clone(), lost_tx.clone());
+        let sampler = Sampler {
+            store: Arc::clone(&storage.sealed_store),
+            models: storage.models.clone(),
+            metrics: Arc::clone(&metrics),
+        };
+        let metrics = Arc::clone(&metrics);
         tasks.spawn(async move {
+            metrics.lease_held.with_label_values(&["projector"]).set(0);
             let Some(lease) = acquire_or_stop(&leases, "projector", &stop_rx, &lost_tx).await
             else {
                 return;
             };
+            metrics.lease_held.with_label_values(&["projector"]).set(1);
             let shutdown = || stop_or_lost(&stop_rx, &lease);
             let runner = ProjectionRunner::default();
             tokio::join!(
+                sampler.projector(shutdown()),
                 runner.run(store, models, shutdown()),
                 stats.run(sealed, shutdown()),
                 retention.run_retention(lists, period, shutdown()),
             );
             if lease_was_lost(&lease) {
+                metrics.lease_lost.inc();
                 let _ = lost_tx.send(true);
             }
         });
@@ -374,12 +398,25 @@ pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
     if roles.mailer {
         let mailer = mailer(&settings, &secrets, &storage)?;
         let (leases, stop_rx, lost_tx) = (leases.clone(), stop_rx.clone(), lost_tx.clone());
+        let sampler = Sampler {
+            store: Arc::clone(&storage.sealed_store),
+            models: storage.models.clone(),
+            metrics: Arc::clone(&metrics),
+        };
+        let metrics = Arc::clone(&metrics);
         tasks.spawn(async move {
+            metrics.lease_held.with_label_values(&["mailer"]).set(0);
             let Some(lease) = acquire_or_stop(&leases, "mailer", &stop_rx, &lost_tx).await else {
                 return;
             };
-            mailer.run(stop_or_lost(&stop_rx, &lease)).await;
+            metrics.lease_held.with_label_values(&["mailer"]).set(1);
+            let stats = mailer.stats();
+            tokio::join!(
+                mailer.run(stop_or_lost(&stop_rx, &lease)),
+                sampler.mailer(stats, stop_or_lost(&stop_rx, &lease)),
+            );
             if lease_was_lost(&lease) {
+                metrics.lease_lost.inc();
                 let _ = lost_tx.send(true);
             }
         });
@@ -392,11 +429,13 @@ pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
     };
     let lease_lost;
     if roles.api {
-        let state = api_state(&raw, &settings, &secrets, &storage)?;
+        let state = api_state(&raw, &settings, &secrets, &storage, &metrics)?;
+        let metrics_data = web::Data::new(Arc::clone(&metrics));
         let data = web::Data::new(state);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(metrics_data.clone())
                 .wrap(actix_web::middleware::from_fn(
                     crate::access_log::log_request,
                 ))
@@ -425,11 +464,20 @@ pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
             store: Arc::clone(&storage.store),
             models: storage.models.clone(),
         });
+        let metrics_data = web::Data::new(Arc::clone(&metrics));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(Arc::clone(&readiness)))
+                .app_data(metrics_data.clone())
+                .wrap(actix_web::middleware::from_fn(
+                    crate::access_log::log_request,
+                ))
                 .route("/health/live", web::get().to(ops_live))
                 .route("/health/ready", web::get().to(ops_ready))
+                .route(
+                    "/metrics",
+                    web::get().to(newsletter_api::metrics::metrics_endpoint),
+                )
         })
         .workers(1)
         .disable_signals()
@@ -461,6 +509,109 @@ pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Samples what `/metrics` reports from the databases, every [`SAMPLE_EVERY`].
+struct Sampler {
+    store: Arc<dyn EventStore>,
+    models: ReadModels,
+    metrics: Arc<Metrics>,
+}
+
+/// How often the sampler reads positions, lag and counts.
+const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// The most events the sampler counts behind a checkpoint.
+const LAG_CAP: usize = 10_000;
+
+impl Sampler {
+    /// How many events follow `checkpoint` (capped), and the age of the first one in seconds.
+    async fn behind(
+        &self,
+        checkpoint: Option<newsletter_eventstore::Position>,
+    ) -> Option<(i64, i64)> {
+        let pending = self.store.read_all(checkpoint, LAG_CAP).await.ok()?;
+        let age = pending.first().map_or(0, |event| {
+            (chrono::Utc::now() - event.recorded_at)
+                .num_seconds()
+                .max(0)
+        });
+        Some((i64::try_from(pending.len()).unwrap_or(i64::MAX), age))
+    }
+
+    /// Projection position and lag, and subscribers by list and status.
+    async fn projector(&self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            if let Ok(checkpoint) = self.models.projection_checkpoint().await {
+                let position =
+                    checkpoint.map_or(0, |p| i64::try_from(p.prepare).unwrap_or(i64::MAX));
+                self.metrics
+                    .projection_position
+                    .with_label_values(&["subscribers"])
+                    .set(position);
+                if let Some((events, seconds)) = self.behind(checkpoint).await {
+                    self.metrics
+                        .projection_lag_events
+                        .with_label_values(&["subscribers"])
+                        .set(events);
+                    self.metrics
+                        .projection_lag_seconds
+                        .with_label_values(&["subscribers"])
+                        .set(seconds);
+                }
+            }
+            if let Ok(counts) = self.models.counts().await {
+                self.metrics.subscribers.reset();
+                for count in counts {
+                    self.metrics
+                        .subscribers
+                        .with_label_values(&[count.list.as_str(), count.status.as_str()])
+                        .set(i64::try_from(count.count).unwrap_or(i64::MAX));
+                }
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(SAMPLE_EVERY) => {}
+            }
+        }
+    }
+
+    /// Mail outcomes (from the mailer's counters) and its backlog.
+    async fn mailer(
+        &self,
+        stats: Arc<newsletter_mailer::MailerStats>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let mut seen = stats.snapshot();
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(SAMPLE_EVERY) => {}
+            }
+            let now = stats.snapshot();
+            for (outcome, before, after) in [
+                ("sent", seen.sent, now.sent),
+                ("failed", seen.failed, now.failed),
+                ("retried", seen.retried, now.retried),
+                ("skipped", seen.skipped, now.skipped),
+            ] {
+                self.metrics
+                    .mails
+                    .with_label_values(&[outcome])
+                    .inc_by(after.saturating_sub(before));
+            }
+            seen = now;
+            if let Ok(checkpoint) = self
+                .models
+                .load_checkpoint(newsletter_mailer::CHECKPOINT_NAME)
+                .await
+                && let Some((events, _)) = self.behind(checkpoint).await
+            {
+                self.metrics.mailer_backlog.set(events);
+            }
+        }
+    }
 }
 
 /// `/health/live` of a role without the API: the process is up.

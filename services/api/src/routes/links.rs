@@ -158,6 +158,7 @@ pub(crate) async fn confirm_page(
             locale,
         })?;
     let locale = subscriber_locale(&state, claims.subscriber, &http).await;
+    state.metrics.step("confirm_page_view");
     Ok(html(pages::confirm_prompt(
         locale,
         &state.config.public_url,
@@ -209,6 +210,7 @@ pub(crate) async fn confirm(
     match execute_for(&state, claims.subscriber, &command).await {
         Ok(()) => {
             tracing::info!(subscriber = %claims.subscriber, "subscription confirmed");
+            state.metrics.step("confirm");
             Ok(html(pages::confirmed(locale)))
         }
         Err(CommandError::Refused(DomainError::RequestExpired { .. })) => {
@@ -250,6 +252,7 @@ pub(crate) async fn unsubscribe_page(
             locale,
         })?;
     let locale = subscriber_locale(&state, claims.subscriber, &http).await;
+    state.metrics.step("unsubscribe_page_view");
     Ok(html(pages::unsubscribe_prompt(
         locale,
         &state.config.public_url,
@@ -294,6 +297,11 @@ pub(crate) async fn unsubscribe(
             UnsubscribeChannel::Link
         },
     };
+    state.metrics.step(if one_click {
+        "one_click_unsubscribe"
+    } else {
+        "link_unsubscribe"
+    });
     withdraw(
         &state,
         &http,
@@ -354,6 +362,7 @@ pub(crate) async fn cancel_page(
         locale,
     })?;
     let locale = subscriber_locale(&state, claims.subscriber, &http).await;
+    state.metrics.step("cancel_page_view");
     Ok(html(pages::cancel_prompt(
         locale,
         &state.config.public_url,
@@ -394,6 +403,7 @@ pub(crate) async fn cancel(
     let command = SubscriberCommand::CancelRequest {
         request_id: claims.request,
     };
+    state.metrics.step("cancel");
     withdraw(&state, &http, claims.subscriber, &command, pages::cancelled).await
 }
 

@@ -119,5 +119,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/health/ready", web::get().to(health::ready))
     .route("/version", web::get().to(health::version))
     .route("/openapi.json", web::get().to(health::openapi_document))
+    .route("/metrics", web::get().to(crate::metrics::metrics_endpoint))
     .default_service(web::to(not_found));
 }

@@ -240,6 +240,7 @@ pub(crate) async fn subscribe(
         && let Err(retry_after) = state.signup_limiter.check(ip, Instant::now())
     {
         tracing::info!("signup rate-limited");
+        state.metrics.step("rate_limited");
         return respond_error(ApiError::RateLimited { retry_after });
     }
     let body_kind = match kind {
@@ -259,6 +260,7 @@ pub(crate) async fn subscribe(
     };
     if blank_to_none(request.website.clone()).is_some() {
         tracing::info!("honeypot filled; signup ignored");
+        state.metrics.step("honeypot");
         return accepted(body_kind, &state, preferred_locale(&http));
     }
     let signup = match validate(request, &http, &state) {
@@ -267,7 +269,10 @@ pub(crate) async fn subscribe(
     };
     let locale = signup.locale;
     match request_subscription(signup, &http, &state).await {
-        Ok(()) => accepted(body_kind, &state, locale),
+        Ok(()) => {
+            state.metrics.step("signup");
+            accepted(body_kind, &state, locale)
+        }
         Err(error) => respond_error(error),
     }
 }
