@@ -131,8 +131,9 @@ async fn delete_outbox_files(dir: &PathBuf, addresses: &BTreeSet<String>) -> u64
             .iter()
             .any(|a| contains_ignore_case(&bytes, a.as_bytes()))
         {
-            // Overwrite before unlinking, so the blocks do not keep the address.
-            let _ = tokio::fs::write(&path, vec![0_u8; bytes.len()]).await;
+            // Overwrite in place (no truncation, which would leave the old blocks untouched) and
+            // sync before unlinking, so the file's blocks do not keep the address.
+            overwrite_with_zeros(&path, bytes.len()).await;
             if tokio::fs::remove_file(&path).await.is_ok() {
                 deleted += 1;
             } else {
@@ -141,6 +142,17 @@ async fn delete_outbox_files(dir: &PathBuf, addresses: &BTreeSet<String>) -> u64
         }
     }
     deleted
+}
+
+/// Writes `len` zero bytes over the start of the file, in place, and syncs it.
+async fn overwrite_with_zeros(path: &std::path::Path, len: usize) {
+    use tokio::io::AsyncWriteExt;
+    let Ok(mut file) = tokio::fs::OpenOptions::new().write(true).open(path).await else {
+        return;
+    };
+    if file.write_all(&vec![0_u8; len]).await.is_ok() {
+        let _ = file.sync_all().await;
+    }
 }
 
 fn audit_item(record: AuditRecord) -> AuditItem {
@@ -153,6 +165,13 @@ fn audit_item(record: AuditRecord) -> AuditItem {
         outcome: record.outcome,
         detail: record.detail,
     }
+}
+
+/// What retention did with one subscriber.
+enum RetentionStep {
+    Erased,
+    Expired,
+    Kept,
 }
 
 /// What one retention pass did.
@@ -407,52 +426,17 @@ impl Privacy {
             .map_err(|e| PrivacyError::Other(e.to_string()))?;
         let mut report = RetentionReport::default();
         for subscriber in candidates {
-            let stream = stream_of(subscriber)?;
-            let (state, _) = load::<Subscriber>(self.store.as_ref(), &stream)
+            // One subscriber that cannot be handled (an unreadable stream, an unknown master key)
+            // must not stop retention for everyone after it: log it and go on.
+            match self
+                .retain_one(subscriber, cutoff, now, &actor, &reference)
                 .await
-                .map_err(|source| PrivacyError::Command { subscriber, source })?;
-            let Some(pending) = state.pending_request() else {
-                continue;
-            };
-            if state.is_erased() || pending.requested_at() > cutoff {
-                continue;
-            }
-            let confirmed_somewhere = state
-                .lists()
-                .any(|(_, m)| m.status() == ListStatus::Confirmed);
-            if !confirmed_somewhere {
-                if let Some(receipt) = self.erase(subscriber, &actor, &reference).await?
-                    && !receipt.already_erased
-                {
-                    self.record(
-                        "retention",
-                        "subscriber.erase",
-                        Some(subscriber),
-                        "ok",
-                        Some(reference.as_str()),
-                    )
-                    .await?;
-                    report.erased += 1;
-                }
-            } else if now > pending.confirm_by() {
-                let result = execute::<Subscriber>(
-                    self.store.as_ref(),
-                    self.clock.as_ref(),
-                    &stream,
-                    &SubscriberCommand::ExpirePending {
-                        request_id: pending.request_id(),
-                    },
-                    &EventMetadata {
-                        correlation_id: Some(Uuid::now_v7()),
-                        causation_id: None,
-                        actor: Some("retention".to_owned()),
-                    },
-                )
-                .await;
-                match result {
-                    Ok(outcome) if !outcome.events.is_empty() => report.expired += 1,
-                    Ok(_) | Err(CommandError::Refused(_)) => {}
-                    Err(source) => return Err(PrivacyError::Command { subscriber, source }),
+            {
+                Ok(RetentionStep::Erased) => report.erased += 1,
+                Ok(RetentionStep::Expired) => report.expired += 1,
+                Ok(RetentionStep::Kept) => {}
+                Err(e) => {
+                    tracing::warn!(%subscriber, error = %e, "retention skipped a subscriber this pass");
                 }
             }
         }
@@ -464,6 +448,68 @@ impl Privacy {
             );
         }
         Ok(report)
+    }
+
+    /// One retention decision: erase a never-confirmed subscriber whose request is older than
+    /// the cutoff, or expire an old request of a subscriber confirmed elsewhere.
+    async fn retain_one(
+        &self,
+        subscriber: SubscriberId,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+        actor: &ActorName,
+        reference: &ErasureReference,
+    ) -> Result<RetentionStep, PrivacyError> {
+        let stream = stream_of(subscriber)?;
+        let (state, _) = load::<Subscriber>(self.store.as_ref(), &stream)
+            .await
+            .map_err(|source| PrivacyError::Command { subscriber, source })?;
+        let Some(pending) = state.pending_request() else {
+            return Ok(RetentionStep::Kept);
+        };
+        // Restricted processing (art. 18) means the data is kept, whatever its age.
+        if state.is_erased() || state.is_restricted() || pending.requested_at() > cutoff {
+            return Ok(RetentionStep::Kept);
+        }
+        let confirmed_somewhere = state
+            .lists()
+            .any(|(_, m)| m.status() == ListStatus::Confirmed);
+        if !confirmed_somewhere {
+            if let Some(receipt) = self.erase(subscriber, actor, reference).await?
+                && !receipt.already_erased
+            {
+                self.record(
+                    "retention",
+                    "subscriber.erase",
+                    Some(subscriber),
+                    "ok",
+                    Some(reference.as_str()),
+                )
+                .await?;
+                return Ok(RetentionStep::Erased);
+            }
+        } else if now > pending.confirm_by() {
+            let result = execute::<Subscriber>(
+                self.store.as_ref(),
+                self.clock.as_ref(),
+                &stream,
+                &SubscriberCommand::ExpirePending {
+                    request_id: pending.request_id(),
+                },
+                &EventMetadata {
+                    correlation_id: Some(Uuid::now_v7()),
+                    causation_id: None,
+                    actor: Some("retention".to_owned()),
+                },
+            )
+            .await;
+            match result {
+                Ok(outcome) if !outcome.events.is_empty() => return Ok(RetentionStep::Expired),
+                Ok(_) | Err(CommandError::Refused(_)) => {}
+                Err(source) => return Err(PrivacyError::Command { subscriber, source }),
+            }
+        }
+        Ok(RetentionStep::Kept)
     }
 
     /// Runs retention passes until `shutdown` completes, every quarter of the retention period
