@@ -1091,3 +1091,91 @@ async fn metrics_parse_as_prometheus_text_without_personal_data() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// SIGTERM under load: requests in flight finish, the process exits cleanly, and every signup
+/// that was acknowledged is there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_loses_nothing_acknowledged() {
+    let mut service = Service::builder()
+        .env("NEWSLETTER_SIGNUP_RATE_LIMIT", "0")
+        .start()
+        .await;
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server_errors = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop_at = std::time::Instant::now() + Duration::from_secs(4);
+    let mut load = Vec::new();
+    for worker in 0..16 {
+        let client = service.client.clone();
+        let url = service.url("/v1/subscriptions");
+        let acknowledged = std::sync::Arc::clone(&acknowledged);
+        let server_errors = std::sync::Arc::clone(&server_errors);
+        load.push(tokio::spawn(async move {
+            let mut n = 0;
+            while std::time::Instant::now() < stop_at {
+                n += 1;
+                let email = unique_email(&format!("term{worker}-{n}"));
+                match client
+                    .post(&url)
+                    .json(&json!({ "email": email }))
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().as_u16() == 202 => acknowledged.lock().unwrap().push(email),
+                    Ok(r) if r.status().is_server_error() => {
+                        server_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    // After the shutdown began, new connections are refused: not an answer.
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let clean = tokio::task::spawn_blocking(move || {
+        let clean = service.terminate(Duration::from_secs(40));
+        (clean, service)
+    })
+    .await
+    .expect("terminate");
+    let (clean, mut service) = clean;
+    for task in load {
+        task.await.expect("load task");
+    }
+    assert!(clean, "the service exited with an error after SIGTERM");
+    assert_eq!(
+        server_errors.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "5xx answers during shutdown"
+    );
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() >= 10,
+        "too little load to test anything: {}",
+        acknowledged.len()
+    );
+    service.start_again().await;
+    for chunk in acknowledged.chunks(500) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = service
+                .internal_post(
+                    "/internal/v1/subscribers/lookup",
+                    Some(STATUS_TOKEN),
+                    &json!({ "emails": chunk }),
+                )
+                .await;
+            let found = r.json_or_fail()["subscribers"]
+                .as_array()
+                .map_or(0, Vec::len);
+            if found == chunk.len() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {found} of {} acknowledged signups are there after the restart",
+                chunk.len()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}

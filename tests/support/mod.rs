@@ -672,6 +672,34 @@ impl Service {
         kill_child(&mut self.child);
     }
 
+    /// Sends SIGTERM and waits (at most `limit`) for the process to exit; returns whether it
+    /// exited successfully. Fails the test if it does not exit in time.
+    pub fn terminate(&mut self, limit: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            panic!("the service is not running");
+        };
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "could not send SIGTERM");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the service did not stop within {limit:?} of SIGTERM.\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Starts the process (again, with the same settings, data dir and database) and waits
     /// until it is ready.
     pub async fn start_again(&mut self) {
