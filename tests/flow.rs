@@ -1179,3 +1179,44 @@ async fn sigterm_under_load_loses_nothing_acknowledged() {
         }
     }
 }
+
+/// The mailer role is ready only while its SMTP relay answers; the API stays ready throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mailer_is_ready_only_while_its_relay_answers() {
+    let mut sink = SmtpSink::stopped();
+    let service = Service::builder().smtp(&sink).args(&["api"]).start().await;
+    let ops_port = support::free_port();
+    let mut mailer = service.spawn_role(
+        "mailer",
+        &[("NEWSLETTER_OPS_LISTEN", format!("127.0.0.1:{ops_port}"))],
+    );
+    let ready = format!("http://127.0.0.1:{ops_port}/health/ready");
+    let wait_for = |want: u16| {
+        let client = service.client.clone();
+        let ready = ready.clone();
+        async move {
+            let deadline = std::time::Instant::now() + support::START_DEADLINE;
+            loop {
+                let got = client
+                    .get(&ready)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .ok();
+                if got == Some(want) {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "mailer readiness never answered {want} (last: {got:?})"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait_for(503).await;
+    mailer.assert_running();
+    service.get("/health/ready").await.expect_status(200);
+    sink.listen();
+    wait_for(200).await;
+}

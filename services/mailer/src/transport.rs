@@ -42,6 +42,12 @@ pub trait MailTransport: Send + Sync + 'static {
 
     /// A short name for logs (`smtp`, `file`).
     fn name(&self) -> &'static str;
+
+    /// Whether mail could be handed over now (the relay answers, the outbox exists), for the
+    /// mailer role's readiness. Sends nothing.
+    async fn check(&self) -> Result<(), SendError> {
+        Ok(())
+    }
 }
 
 /// Why a transport could not be set up.
@@ -106,6 +112,16 @@ impl MailTransport for SmtpMailTransport {
     fn name(&self) -> &'static str {
         "smtp"
     }
+
+    async fn check(&self) -> Result<(), SendError> {
+        match self.inner.test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(SendError::Unavailable(
+                "the SMTP relay did not answer NOOP".to_owned(),
+            )),
+            Err(e) => Err(classify_smtp(&e)),
+        }
+    }
 }
 
 /// Sorts a lettre SMTP error into transient or permanent, keeping only the reply code.
@@ -166,5 +182,14 @@ impl MailTransport for FileMailTransport {
 
     fn name(&self) -> &'static str {
         "file"
+    }
+
+    async fn check(&self) -> Result<(), SendError> {
+        match std::fs::metadata(&self.dir) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            _ => Err(SendError::Unavailable(
+                "the outbox directory is missing".to_owned(),
+            )),
+        }
     }
 }

@@ -261,7 +261,7 @@ fn mailer(
     settings: &Settings,
     secrets: &Secrets,
     storage: &Storage,
-) -> Result<Mailer, SettingError> {
+) -> Result<(Mailer, Arc<dyn MailTransport>), SettingError> {
     let public_url = url::Url::parse(&settings.public_url)
         .map_err(|e| SettingError::new("NEWSLETTER_PUBLIC_URL", e.to_string()))?;
     let from = settings.mail_from.parse().map_err(|_| {
@@ -296,14 +296,15 @@ fn mailer(
         max_delay: settings.mail_retry_max.max(settings.mail_retry_base),
         max_attempts: settings.mail_retry_attempts,
     };
-    Ok(Mailer::new(
+    let mailer = Mailer::new(
         Arc::clone(&storage.store),
         Arc::new(Checkpoints(storage.models.clone())),
-        transport,
+        Arc::clone(&transport),
         Arc::new(secrets.keys.clone()),
         config,
         Arc::new(SystemClock),
-    ))
+    );
+    Ok((mailer, transport))
 }
 
 /// Resolves when the process is told to stop (SIGTERM or Ctrl-C).
@@ -359,7 +360,15 @@ pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
         _ => LeaseStore::Files(settings.data_dir.clone()),
     };
     let mut tasks = tokio::task::JoinSet::new();
+    // What the projector and mailer roles add to their readiness (ops listener only: the API's
+    // readiness never depends on them, so signups keep flowing while they catch up).
+    let mut role_checks: Vec<Arc<dyn Readiness>> = Vec::new();
     if roles.projector {
+        role_checks.push(Arc::new(LagReadiness {
+            store: Arc::clone(&storage.sealed_store),
+            models: storage.models.clone(),
+            max_lag: settings.ready_max_lag,
+        }));
         let store = Arc::clone(&storage.store);
         let models = storage.models.clone();
         let stats = Stats::new(&storage.vault);
@@ -396,7 +405,8 @@ pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
         });
     }
     if roles.mailer {
-        let mailer = mailer(&settings, &secrets, &storage)?;
+        let (mailer, transport) = mailer(&settings, &secrets, &storage)?;
+        role_checks.push(Arc::new(SmtpReadiness(transport)));
         let (leases, stop_rx, lost_tx) = (leases.clone(), stop_rx.clone(), lost_tx.clone());
         let sampler = Sampler {
             store: Arc::clone(&storage.sealed_store),
@@ -460,10 +470,12 @@ pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
         handle.stop(true).await;
         let _ = server_task.await;
     } else if let Some(ops_listen) = settings.ops_listen {
-        let readiness: Arc<dyn Readiness> = Arc::new(StorageReadiness {
+        let mut checks: Vec<Arc<dyn Readiness>> = vec![Arc::new(StorageReadiness {
             store: Arc::clone(&storage.store),
             models: storage.models.clone(),
-        });
+        })];
+        checks.extend(role_checks);
+        let readiness: Arc<dyn Readiness> = Arc::new(AllReady(checks));
         let metrics_data = web::Data::new(Arc::clone(&metrics));
         let server = HttpServer::new(move || {
             App::new()
@@ -611,6 +623,58 @@ impl Sampler {
                 self.metrics.mailer_backlog.set(events);
             }
         }
+    }
+}
+
+/// Ready when every check is.
+struct AllReady(Vec<Arc<dyn Readiness>>);
+
+#[async_trait::async_trait]
+impl Readiness for AllReady {
+    async fn check(&self) -> Result<(), newsletter_api::ports::PortError> {
+        for check in &self.0 {
+            check.check().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The mailer's relay (or outbox) can take mail.
+struct SmtpReadiness(Arc<dyn MailTransport>);
+
+#[async_trait::async_trait]
+impl Readiness for SmtpReadiness {
+    async fn check(&self) -> Result<(), newsletter_api::ports::PortError> {
+        Ok(self.0.check().await?)
+    }
+}
+
+/// The projection is no further behind than `max_lag`.
+struct LagReadiness {
+    store: Arc<dyn EventStore>,
+    models: ReadModels,
+    max_lag: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl Readiness for LagReadiness {
+    async fn check(&self) -> Result<(), newsletter_api::ports::PortError> {
+        let checkpoint = self.models.projection_checkpoint().await?;
+        let next = self.store.read_all(checkpoint, 1).await?;
+        if let Some(event) = next.first() {
+            let behind = (chrono::Utc::now() - event.recorded_at)
+                .to_std()
+                .unwrap_or_default();
+            if behind > self.max_lag {
+                return Err(format!(
+                    "the projection is {} s behind (limit {} s)",
+                    behind.as_secs(),
+                    self.max_lag.as_secs()
+                )
+                .into());
+            }
+        }
+        Ok(())
     }
 }
 

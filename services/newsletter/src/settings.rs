@@ -36,6 +36,11 @@ pub const SETTINGS: &[SettingDoc] = &[
         help: "address where the projector and mailer roles serve /health/live and /health/ready (the api role serves them on NEWSLETTER_LISTEN)",
     },
     SettingDoc {
+        env: "NEWSLETTER_READY_MAX_LAG",
+        default: "5m",
+        help: "the projector role reports not ready when its projection is further behind than this",
+    },
+    SettingDoc {
         env: "NEWSLETTER_PUBLIC_URL",
         default: "http://<listen>",
         help: "base of every link in mails and headers",
@@ -302,6 +307,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Where roles without the API serve their health probes, if anywhere.
     pub ops_listen: Option<SocketAddr>,
+    /// The projection lag past which the projector role is not ready.
+    pub ready_max_lag: Duration,
     /// Base of every link, without a trailing slash.
     pub public_url: String,
     /// Data directory.
@@ -406,6 +413,11 @@ impl Settings {
             })?),
             None => None,
         };
+        let ready_max_lag = raw.parsed(
+            "NEWSLETTER_READY_MAX_LAG",
+            Duration::from_secs(300),
+            duration,
+        )?;
         let public_url = match raw.get("NEWSLETTER_PUBLIC_URL") {
             Some(url) => {
                 let url = url.trim_end_matches('/');
@@ -572,6 +584,7 @@ impl Settings {
             mode,
             listen,
             ops_listen,
+            ready_max_lag,
             public_url,
             data_dir,
             database_url,
