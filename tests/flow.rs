@@ -870,24 +870,14 @@ async fn separate_roles_on_postgres() {
         &[("NEWSLETTER_LISTEN", format!("127.0.0.1:{second_port}"))],
     );
     let second = format!("http://127.0.0.1:{second_port}");
-    let deadline = std::time::Instant::now() + support::START_DEADLINE;
-    loop {
-        second_api.assert_running();
-        let ready = service
-            .client
-            .get(format!("{second}/health/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().as_u16() == 200);
-        if ready {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the second API instance did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    support::wait_http_status(
+        &service.client,
+        &format!("{second}/health/ready"),
+        200,
+        "the second API instance",
+    )
+    .await;
+    second_api.assert_running();
 
     let email = unique_email("roles");
     service
@@ -960,25 +950,15 @@ async fn two_mailers_send_each_mail_once_and_fail_over() {
         &[("NEWSLETTER_OPS_LISTEN", format!("127.0.0.1:{ops_port}"))],
     );
     // A role without the API serves its health probes on NEWSLETTER_OPS_LISTEN (a standby too).
-    let deadline = std::time::Instant::now() + support::START_DEADLINE;
     for probe in ["/health/live", "/health/ready"] {
-        loop {
-            second.assert_running();
-            let answer = service
-                .client
-                .get(format!("http://127.0.0.1:{ops_port}{probe}"))
-                .send()
-                .await
-                .map(|r| r.status().as_u16());
-            if answer.as_ref().is_ok_and(|status| *status == 200) {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{probe} of the standby mailer: {answer:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        support::wait_http_status(
+            &service.client,
+            &format!("http://127.0.0.1:{ops_port}{probe}"),
+            200,
+            &format!("{probe} of the standby mailer"),
+        )
+        .await;
+        second.assert_running();
     }
 
     let before: Vec<String> = (0..5)
@@ -1191,32 +1171,9 @@ async fn the_mailer_is_ready_only_while_its_relay_answers() {
         &[("NEWSLETTER_OPS_LISTEN", format!("127.0.0.1:{ops_port}"))],
     );
     let ready = format!("http://127.0.0.1:{ops_port}/health/ready");
-    let wait_for = |want: u16| {
-        let client = service.client.clone();
-        let ready = ready.clone();
-        async move {
-            let deadline = std::time::Instant::now() + support::START_DEADLINE;
-            loop {
-                let got = client
-                    .get(&ready)
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .ok();
-                if got == Some(want) {
-                    return;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "mailer readiness never answered {want} (last: {got:?})"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
-    wait_for(503).await;
+    support::wait_http_status(&service.client, &ready, 503, "mailer readiness, relay down").await;
     mailer.assert_running();
     service.get("/health/ready").await.expect_status(200);
     sink.listen();
-    wait_for(200).await;
+    support::wait_http_status(&service.client, &ready, 200, "mailer readiness, relay up").await;
 }

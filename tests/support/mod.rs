@@ -520,6 +520,27 @@ pub struct Service {
     backend: Backend,
 }
 
+/// Polls `url` until it answers `want` (within [`START_DEADLINE`]); fails with the last answer.
+pub async fn wait_http_status(client: &reqwest::Client, url: &str, want: u16, what: &str) {
+    let deadline = Instant::now() + START_DEADLINE;
+    loop {
+        let got = client
+            .get(url)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok();
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: never answered {want} (last: {got:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The path of the binary under test.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_newsletter")

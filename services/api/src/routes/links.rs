@@ -66,6 +66,25 @@ async fn subscriber_locale(
     }
 }
 
+/// The page behind a link (GET): reading only. A token that does not verify gets an error page
+/// in the browser's language; a valid one the `page` with its button, in the subscriber's.
+async fn prompt_page(
+    state: &ApiState,
+    http: &HttpRequest,
+    verified: Result<SubscriberId, TokenError>,
+    step: &str,
+    page: fn(newsletter_domain::Locale, &str, &str) -> String,
+    token: &str,
+) -> Result<HttpResponse, HtmlError> {
+    let subscriber = verified.map_err(|e| HtmlError {
+        error: link_error(&e),
+        locale: preferred_locale(http),
+    })?;
+    let locale = subscriber_locale(state, subscriber, http).await;
+    state.metrics.step(step);
+    Ok(html(page(locale, &state.config.public_url, token)))
+}
+
 /// Carries out a command a link's token authorised, on that subscriber's stream.
 async fn execute_for(
     state: &ApiState,
@@ -148,22 +167,20 @@ pub(crate) async fn confirm_page(
     query: web::Query<TokenQuery>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, HtmlError> {
-    let locale = preferred_locale(&http);
     let token = query.token.as_deref().unwrap_or_default();
-    let claims = state
+    let verified = state
         .keys
         .verify_confirm(token, state.clock.now())
-        .map_err(|e| HtmlError {
-            error: link_error(&e),
-            locale,
-        })?;
-    let locale = subscriber_locale(&state, claims.subscriber, &http).await;
-    state.metrics.step("confirm_page_view");
-    Ok(html(pages::confirm_prompt(
-        locale,
-        &state.config.public_url,
+        .map(|claims| claims.subscriber);
+    prompt_page(
+        &state,
+        &http,
+        verified,
+        "confirm_page_view",
+        pages::confirm_prompt,
         token,
-    )))
+    )
+    .await
 }
 
 /// Confirms a subscription (the button of the confirm page).
@@ -242,22 +259,20 @@ pub(crate) async fn unsubscribe_page(
     query: web::Query<TokenQuery>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, HtmlError> {
-    let locale = preferred_locale(&http);
     let token = query.token.as_deref().unwrap_or_default();
-    let claims = state
+    let verified = state
         .keys
         .verify_unsubscribe(token)
-        .map_err(|e| HtmlError {
-            error: link_error(&e),
-            locale,
-        })?;
-    let locale = subscriber_locale(&state, claims.subscriber, &http).await;
-    state.metrics.step("unsubscribe_page_view");
-    Ok(html(pages::unsubscribe_prompt(
-        locale,
-        &state.config.public_url,
+        .map(|claims| claims.subscriber);
+    prompt_page(
+        &state,
+        &http,
+        verified,
+        "unsubscribe_page_view",
+        pages::unsubscribe_prompt,
         token,
-    )))
+    )
+    .await
 }
 
 /// Unsubscribes: RFC 8058 one-click (`List-Unsubscribe=One-Click`, from mail clients) or the
@@ -355,19 +370,20 @@ pub(crate) async fn cancel_page(
     query: web::Query<TokenQuery>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, HtmlError> {
-    let locale = preferred_locale(&http);
     let token = query.token.as_deref().unwrap_or_default();
-    let claims = state.keys.verify_cancel(token).map_err(|e| HtmlError {
-        error: link_error(&e),
-        locale,
-    })?;
-    let locale = subscriber_locale(&state, claims.subscriber, &http).await;
-    state.metrics.step("cancel_page_view");
-    Ok(html(pages::cancel_prompt(
-        locale,
-        &state.config.public_url,
+    let verified = state
+        .keys
+        .verify_cancel(token)
+        .map(|claims| claims.subscriber);
+    prompt_page(
+        &state,
+        &http,
+        verified,
+        "cancel_page_view",
+        pages::cancel_prompt,
         token,
-    )))
+    )
+    .await
 }
 
 /// Cancels one pending signup ("this wasn't me", the button of the cancel page). Only the lists
