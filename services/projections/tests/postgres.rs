@@ -71,6 +71,17 @@ impl Backend for Postgres {
         }
     }
 
+    async fn committed_events(&self) -> usize {
+        let mut conn = PgConnection::connect_with(&options(&self.schemas[0]))
+            .await
+            .expect("connect");
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&mut conn)
+            .await
+            .expect("count events");
+        usize::try_from(count).expect("a count")
+    }
+
     fn store(&self) -> Arc<dyn EventStore> {
         Arc::clone(&self.store)
     }

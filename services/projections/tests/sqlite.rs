@@ -50,6 +50,15 @@ impl Backend for Sqlite {
         }
     }
 
+    async fn committed_events(&self) -> usize {
+        // One writer commits in position order: everything committed is readable.
+        self.store()
+            .read_all(None, usize::MAX >> 1)
+            .await
+            .expect("read all")
+            .len()
+    }
+
     fn store(&self) -> Arc<dyn EventStore> {
         Arc::clone(&self.store)
     }

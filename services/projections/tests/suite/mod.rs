@@ -39,6 +39,9 @@ pub trait Backend: Sized + Send {
     async fn email_index(&mut self) -> EmailIndex;
     /// Removes what `fresh` created (best effort).
     async fn cleanup(self);
+    /// How many events are committed in the log, whether or not `read_all` may return them yet
+    /// (PostgreSQL holds back events behind any transaction still open in the cluster).
+    async fn committed_events(&self) -> usize;
 }
 
 /// One test per check for a backend; the bracketed attributes go on every test.
@@ -205,10 +208,40 @@ pub fn rid() -> RequestId {
     RequestId::from_uuid(Uuid::now_v7())
 }
 
+/// Applies every committed event: catches up until the projection has applied as many events
+/// as the log holds (a bounded wait: on PostgreSQL a committed event is readable only once no
+/// older transaction is open anywhere in the cluster, which other tests may briefly hold).
 async fn catch_up(backend: &impl Backend) -> u64 {
-    newsletter_projections::catch_up_once(backend.store().as_ref(), &backend.models())
-        .await
-        .expect("catch up")
+    let committed = backend.committed_events().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut applied = 0;
+    loop {
+        applied +=
+            newsletter_projections::catch_up_once(backend.store().as_ref(), &backend.models())
+                .await
+                .expect("catch up");
+        let checkpoint = backend
+            .models()
+            .projection_checkpoint()
+            .await
+            .expect("checkpoint");
+        let behind_or_at = backend
+            .store()
+            .read_all(None, usize::MAX >> 1)
+            .await
+            .expect("read all")
+            .into_iter()
+            .filter(|e| checkpoint.is_some_and(|c| e.position <= c))
+            .count();
+        if behind_or_at >= committed {
+            return applied;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {behind_or_at} of {committed} committed events became readable"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 async fn view(models: &ReadModels, id: SubscriberId) -> SubscriberView {
