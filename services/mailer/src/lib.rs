@@ -18,7 +18,7 @@ mod transport;
 pub use checkpoint::{CheckpointError, CheckpointStore};
 pub use config::{ListTitle, MailerConfig};
 pub use message::{BuildError, ConfirmationMail, build_confirmation, link};
-pub use reactor::{ACTOR, CHECKPOINT_NAME, Mailer, MailerStats, StatsSnapshot};
+pub use reactor::{ACTOR, CHECKPOINT_NAME, CONCURRENCY, Mailer, MailerStats, StatsSnapshot};
 pub use retry::RetryPolicy;
 pub use transport::{
     FileMailTransport, MailTransport, SMTP_TIMEOUT, SendError, SmtpMailTransport, TransportError,

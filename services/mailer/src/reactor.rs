@@ -11,13 +11,18 @@
 //! Message-ID); a mail is never lost. A crash after the append but before the checkpoint does
 //! not resend: a request that already has a sent mail is skipped.
 //!
+//! Requests are handled [`CONCURRENCY`] at a time, each of a different subscriber (so one
+//! subscriber's requests stay in log order), through the transport's pooled connections; their
+//! records are appended concurrently (the store group-commits them) and the checkpoint moves
+//! past a run of events only once every event of it is handled. A shutdown in the middle of a
+//! run saves the checkpoint before the first event that was not handled.
+//!
 //! Transient failures are retried with [`RetryPolicy`] while the checkpoint stays put; when the
 //! attempts run out, or on a permanent failure, `ConfirmationMailFailed` is appended (permanent
 //! or not) and the mailer moves on. Store and checkpoint failures are retried until they pass or
 //! shutdown. Only one mailer may run against a store at a time (a lease is the binary's job).
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -48,6 +53,8 @@ pub const ACTOR: &str = "mailer";
 const REQUESTED: &str = "SubscriptionRequested";
 /// Events read per batch.
 const BATCH_SIZE: usize = 256;
+/// Requests handled at once (each of a different subscriber).
+pub const CONCURRENCY: usize = 16;
 /// A run of events the mailer ignores saves the checkpoint at least this often.
 const SAVE_EVERY_SKIPPED: usize = 256;
 /// The longest wait before retrying a failed store or checkpoint operation.
@@ -114,22 +121,34 @@ enum Handled {
     Interrupted,
 }
 
-/// The shutdown future, polled from many places; once it fired, every wait ends at once.
+/// The shutdown signal, shared by every request handled at once; once it fired, every wait
+/// ends at once.
+#[derive(Clone)]
 struct Shutdown {
-    signal: Pin<Box<dyn Future<Output = ()> + Send>>,
-    fired: bool,
+    fired: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Shutdown {
-    async fn wait(&mut self) {
-        if !self.fired {
-            self.signal.as_mut().await;
-            self.fired = true;
-        }
+    /// Watches `signal` from a task of its own.
+    fn watch(signal: impl Future<Output = ()> + Send + 'static) -> Self {
+        let (fire, fired) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = signal => { let _ = fire.send(true); }
+                () = fire.closed() => {}
+            }
+        });
+        Self { fired }
+    }
+
+    async fn wait(&self) {
+        let mut fired = self.fired.clone();
+        // An error means the watching task is gone, which happens only after it fired.
+        let _ = fired.wait_for(|fired| *fired).await;
     }
 
     /// Sleeps for `delay`; false when shutdown came first.
-    async fn sleep(&mut self, delay: Duration) -> bool {
+    async fn sleep(&self, delay: Duration) -> bool {
         tokio::select! {
             biased;
             () = self.wait() => false,
@@ -170,19 +189,16 @@ impl Mailer {
     /// `CancellationToken::cancelled_owned()`). Shutdown interrupts waits, retries and an SMTP
     /// exchange in progress at once; the checkpoint then stays before the interrupted event.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let mut shutdown = Shutdown {
-            signal: Box::pin(shutdown),
-            fired: false,
-        };
+        let shutdown = Shutdown::watch(shutdown);
         let span = info_span!(
             "mailer",
             transport = self.transport.name(),
             store = self.store.adapter_name()
         );
-        self.run_inner(&mut shutdown).instrument(span).await;
+        self.run_inner(&shutdown).instrument(span).await;
     }
 
-    async fn run_inner(&self, shutdown: &mut Shutdown) {
+    async fn run_inner(&self, shutdown: &Shutdown) {
         let Some(start) = self.load_checkpoint(shutdown).await else {
             return;
         };
@@ -195,26 +211,31 @@ impl Mailer {
         let mut unsaved: Option<Position> = None;
         let mut skipped_since_save = 0;
         let mut failures = 0;
+        // An event read but left for the next run (its subscriber already had one in this run).
+        let mut carried: Option<RecordedEvent> = None;
         loop {
-            let next = match subscription.try_next().await {
-                Ok(Some(event)) => Ok(event),
-                Ok(None) => {
-                    // Caught up: save what was skipped, then wait for news.
-                    if let Some(position) = unsaved.take() {
-                        if !self.save_checkpoint(position, shutdown).await {
-                            break;
+            let first = match carried.take() {
+                Some(event) => Ok(event),
+                None => match subscription.try_next().await {
+                    Ok(Some(event)) => Ok(event),
+                    Ok(None) => {
+                        // Caught up: save what was skipped, then wait for news.
+                        if let Some(position) = unsaved.take() {
+                            if !self.save_checkpoint(position, shutdown).await {
+                                break;
+                            }
+                            skipped_since_save = 0;
                         }
-                        skipped_since_save = 0;
+                        tokio::select! {
+                            biased;
+                            () = shutdown.wait() => break,
+                            next = subscription.next() => next,
+                        }
                     }
-                    tokio::select! {
-                        biased;
-                        () = shutdown.wait() => break,
-                        next = subscription.next() => next,
-                    }
-                }
-                Err(e) => Err(e),
+                    Err(e) => Err(e),
+                },
             };
-            let event = match next {
+            let first = match first {
                 Ok(event) => {
                     failures = 0;
                     event
@@ -228,29 +249,39 @@ impl Mailer {
                     continue;
                 }
             };
-            match self.handle(&event, shutdown).await {
-                Handled::Done => {
+            let run = self.next_run(first, &mut subscription, &mut carried).await;
+            let handled =
+                futures::future::join_all(run.iter().map(|event| self.handle(event, shutdown)))
+                    .await;
+            // The checkpoint may move up to the last event before the first one not handled.
+            let done_until = handled
+                .iter()
+                .position(|h| *h == Handled::Interrupted)
+                .unwrap_or(run.len());
+            let Some(last) = done_until.checked_sub(1).map(|i| run[i].position) else {
+                break;
+            };
+            if handled[..done_until].contains(&Handled::Done) {
+                unsaved = None;
+                skipped_since_save = 0;
+                if !self.save_checkpoint(last, shutdown).await {
+                    break;
+                }
+            } else {
+                unsaved = Some(last);
+                skipped_since_save += done_until;
+                if skipped_since_save >= SAVE_EVERY_SKIPPED {
                     unsaved = None;
                     skipped_since_save = 0;
-                    if !self.save_checkpoint(event.position, shutdown).await {
+                    if !self.save_checkpoint(last, shutdown).await {
                         break;
                     }
                 }
-                Handled::Skipped => {
-                    unsaved = Some(event.position);
-                    skipped_since_save += 1;
-                    if skipped_since_save >= SAVE_EVERY_SKIPPED {
-                        unsaved = None;
-                        skipped_since_save = 0;
-                        if !self.save_checkpoint(event.position, shutdown).await {
-                            break;
-                        }
-                    }
-                }
-                Handled::Interrupted => {
-                    // The event is not handled: only what came before it may be saved.
-                    break;
-                }
+            }
+            if done_until < run.len() {
+                // Shutdown interrupted an event: nothing after it may be saved.
+                unsaved = None;
+                break;
             }
         }
         if let Some(position) = unsaved
@@ -261,8 +292,33 @@ impl Mailer {
         info!(stats = ?self.stats.snapshot(), "mailer stopped");
     }
 
+    /// The run of events handled together: `first` and the events already readable after it,
+    /// up to [`CONCURRENCY`], stopping before a second event of a subscriber already in the run
+    /// (left in `carried`) or at a read error (the next read meets it again).
+    async fn next_run(
+        &self,
+        first: RecordedEvent,
+        subscription: &mut Subscription,
+        carried: &mut Option<RecordedEvent>,
+    ) -> Vec<RecordedEvent> {
+        let mut streams = std::collections::HashSet::new();
+        streams.insert(first.stream.clone());
+        let mut run = vec![first];
+        while run.len() < CONCURRENCY {
+            match subscription.try_next().await {
+                Ok(Some(event)) if streams.insert(event.stream.clone()) => run.push(event),
+                Ok(Some(event)) => {
+                    *carried = Some(event);
+                    break;
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        run
+    }
+
     /// Handles one event of the log.
-    async fn handle(&self, event: &RecordedEvent, shutdown: &mut Shutdown) -> Handled {
+    async fn handle(&self, event: &RecordedEvent, shutdown: &Shutdown) -> Handled {
         if event.event_type != REQUESTED {
             return Handled::Skipped;
         }
@@ -295,7 +351,7 @@ impl Mailer {
         event: &RecordedEvent,
         subscriber: SubscriberId,
         request_id: RequestId,
-        shutdown: &mut Shutdown,
+        shutdown: &Shutdown,
     ) -> Handled {
         let metadata = EventMetadata {
             correlation_id: event.metadata.correlation_id,
@@ -413,7 +469,7 @@ impl Mailer {
         reason: &str,
         permanent: bool,
         metadata: &EventMetadata,
-        shutdown: &mut Shutdown,
+        shutdown: &Shutdown,
     ) -> Handled {
         MailerStats::add(&self.stats.failed);
         let reason = ReasonText::lossy(reason)
@@ -442,7 +498,7 @@ impl Mailer {
         stream: &StreamId,
         command: &SubscriberCommand,
         metadata: &EventMetadata,
-        shutdown: &mut Shutdown,
+        shutdown: &Shutdown,
     ) -> bool {
         let mut failures = 0;
         loop {
@@ -473,7 +529,7 @@ impl Mailer {
     async fn load_state(
         &self,
         stream: &StreamId,
-        shutdown: &mut Shutdown,
+        shutdown: &Shutdown,
     ) -> Option<Option<SubscriberState>> {
         let mut failures = 0;
         loop {
@@ -495,7 +551,7 @@ impl Mailer {
     }
 
     /// The saved checkpoint, retrying failures; `None` on shutdown.
-    async fn load_checkpoint(&self, shutdown: &mut Shutdown) -> Option<Option<Position>> {
+    async fn load_checkpoint(&self, shutdown: &Shutdown) -> Option<Option<Position>> {
         let mut failures = 0;
         loop {
             match self.checkpoints.load(CHECKPOINT_NAME).await {
@@ -512,7 +568,7 @@ impl Mailer {
     }
 
     /// Saves the checkpoint, retrying failures; false on shutdown.
-    async fn save_checkpoint(&self, position: Position, shutdown: &mut Shutdown) -> bool {
+    async fn save_checkpoint(&self, position: Position, shutdown: &Shutdown) -> bool {
         let mut failures = 0;
         loop {
             match self.checkpoints.save(CHECKPOINT_NAME, position).await {

@@ -2,6 +2,7 @@
 //! `.eml` files ([`FileMailTransport`], the default outbox when no SMTP URL is configured).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -72,9 +73,13 @@ pub enum TransportError {
 /// URL forms (lettre's): `smtp://host:port` (plain, for a local relay or a test server),
 /// `smtp://host:587?tls=required` (STARTTLS), `smtps://user:pass@host` (implicit TLS, port 465).
 /// TLS uses rustls with the `ring` provider and the webpki root certificates.
+/// At most [`SMTP_CONNECTIONS`] exchanges run at once, so the relay never sees more connections
+/// than the pool keeps (lettre opens an extra, unpooled connection when every pooled one is
+/// busy).
 #[derive(Clone)]
 pub struct SmtpMailTransport {
     inner: AsyncSmtpTransport<Tokio1Executor>,
+    connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for SmtpMailTransport {
@@ -86,6 +91,8 @@ impl std::fmt::Debug for SmtpMailTransport {
 
 /// How long one SMTP command may take before the attempt counts as a transient failure.
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pooled connections to the relay, and the most exchanges at once.
+pub const SMTP_CONNECTIONS: u32 = 4;
 
 impl SmtpMailTransport {
     /// A pooled transport for a lettre connection URL.
@@ -93,15 +100,20 @@ impl SmtpMailTransport {
         let inner = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(TransportError::InvalidUrl)?
             .timeout(Some(SMTP_TIMEOUT))
-            .pool_config(PoolConfig::new().max_size(4))
+            .pool_config(PoolConfig::new().max_size(SMTP_CONNECTIONS))
             .build();
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            connections: Arc::new(tokio::sync::Semaphore::new(SMTP_CONNECTIONS as usize)),
+        })
     }
 }
 
 #[async_trait]
 impl MailTransport for SmtpMailTransport {
     async fn send(&self, message: Message) -> Result<(), SendError> {
+        // The semaphore is never closed, so acquiring fails only if it were: send anyway.
+        let _connection = self.connections.acquire().await.ok();
         self.inner
             .send(message)
             .await

@@ -395,6 +395,43 @@ async fn a_restart_from_the_checkpoint_does_not_resend() {
     assert_eq!(received[1].to, vec!["b@example.com".to_owned()]);
 }
 
+/// Requests of many subscribers are handled several at a time: each gets exactly one mail, and
+/// a restart from the saved checkpoint sends nothing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_requests_handled_at_once_are_each_mailed_exactly_once() {
+    let world = World::new().await;
+    let server = SmtpServer::start();
+    let count = 3 * newsletter_mailer::CONCURRENCY + 5;
+    for n in 0..count {
+        world
+            .request(
+                new_subscriber(),
+                new_request(),
+                &format!("many-{n}@example.com"),
+                Locale::Da,
+                &["news"],
+            )
+            .await;
+    }
+    let running = world.start(smtp(&server), world.config());
+    eventually(30, "every mail recorded", || async {
+        running_stats_sent(&world).await == count
+    })
+    .await;
+    running.stop().await;
+    assert!(world.checkpoints.load("mailer").await.unwrap().is_some());
+    let running = world.start(smtp(&server), world.config());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.stop().await;
+    let mut recipients: Vec<String> = server.received().into_iter().flat_map(|m| m.to).collect();
+    recipients.sort();
+    let mut wanted: Vec<String> = (0..count)
+        .map(|n| format!("many-{n}@example.com"))
+        .collect();
+    wanted.sort();
+    assert_eq!(recipients, wanted, "one mail per request, none twice");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_checkpoint_still_does_not_resend_recorded_mails() {
     let world = World::new().await;

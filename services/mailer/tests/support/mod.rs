@@ -187,7 +187,7 @@ impl SmtpServer {
         });
         server
             .with_name("smtp.test")
-            .with_num_threads(2)
+            .with_num_threads(8)
             .with_tcp_listener(listener);
         std::thread::spawn(move || {
             let _ = server.serve();
