@@ -170,6 +170,46 @@ async fn erasure_leaves_nothing(pg: Option<PgDatabase>) {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 
+    // The sealed side: every personal field, IPs and user agent included, is in the stored
+    // events, sealed (no needle in clear in a raw payload), and opens with the live key.
+    let storage = svc.storage().await;
+    assert!(matches!(
+        storage.key_state(&id).await,
+        Some(newsletter_keyvault::KeyState::Active(_))
+    ));
+    let sealed_before = storage.sealed_events(&id).await;
+    let sealed_types: Vec<&str> = sealed_before
+        .iter()
+        .filter(|e| e.payload.contains(newsletter_keyvault::SEALED_MEMBER))
+        .map(|e| e.event_type.as_str())
+        .collect();
+    for kind in [
+        "SubscriptionRequested",
+        "SubscriptionConfirmed",
+        "ProfileRectified",
+    ] {
+        assert!(
+            sealed_types.contains(&kind),
+            "{kind} holds sealed data: {sealed_types:?}"
+        );
+    }
+    for event in &sealed_before {
+        assert_absent("a stored event payload", event.payload.as_bytes(), &who);
+    }
+    let opened: String = storage
+        .opened_events(&id)
+        .await
+        .iter()
+        .map(|e| e.payload.clone())
+        .collect();
+    for needle in needles(&who) {
+        assert!(
+            opened.contains(&needle),
+            "{needle:?} opens from the sealed events before the erasure"
+        );
+    }
+    drop(storage);
+
     let (status, receipt) = svc
         .call(
             "DELETE",
@@ -230,6 +270,38 @@ async fn erasure_leaves_nothing(pg: Option<PgDatabase>) {
         )
         .await;
     assert_eq!(status, 404, "the email index no longer maps the address");
+
+    // The sealed events are all still stored, byte for byte, but the key is gone: they no
+    // longer open and read as `PersonalDataErased`. That, not their deletion, is why the
+    // personal data they hold is gone from every copy of the log.
+    let storage = svc.storage().await;
+    assert!(matches!(
+        storage.key_state(&id).await,
+        Some(newsletter_keyvault::KeyState::Shredded(_))
+    ));
+    let sealed_after = storage.sealed_events(&id).await;
+    assert_eq!(
+        sealed_after[..sealed_before.len()]
+            .iter()
+            .map(|e| (&e.event_id, &e.payload))
+            .collect::<Vec<_>>(),
+        sealed_before
+            .iter()
+            .map(|e| (&e.event_id, &e.payload))
+            .collect::<Vec<_>>(),
+        "the stored events are unchanged"
+    );
+    let opened_after = storage.opened_events(&id).await;
+    for (before, after) in sealed_before.iter().zip(&opened_after) {
+        if before.payload.contains(newsletter_keyvault::SEALED_MEMBER) {
+            assert_eq!(after.event_type, newsletter_keyvault::ERASED_TYPE);
+        }
+    }
+    assert_eq!(
+        opened_after.last().map(|e| e.event_type.as_str()),
+        Some("SubscriberErased")
+    );
+    drop(storage);
 
     // The byte scans.
     for (path, bytes) in svc.data_files() {
@@ -494,23 +566,38 @@ async fn restricted_subscriber_is_neither_listed_nor_mailed_on_postgres() {
     restricted_is_not_listed_nor_mailed(Some(PgDatabase::create().await)).await;
 }
 
+async fn status_of(svc: &Service, id: &str) -> (u16, Value) {
+    svc.call(
+        "GET",
+        &format!("/internal/v1/subscribers/{id}"),
+        Some(STATUS_TOKEN),
+        None,
+    )
+    .await
+}
+
 async fn retention_erases_expired_pending(pg: Option<PgDatabase>) {
     let mut svc = Service::start(pg, &[]).await;
+    // The keeper is a retention candidate too: confirmed on one list, with a request for a
+    // second list that is pending past the cutoff (and past its confirm-by time: requests made
+    // while the confirm TTL is one second).
     let keeper = person("keep");
     let keeper_id = confirmed(&svc, &keeper).await;
+    svc.stop();
+    svc.set("NEWSLETTER_CONFIRM_TTL", "1s");
+    svc.start_again().await;
+    sign_up(&svc, &keeper, &["offers"]).await;
     let lapsed = person("lapse");
     sign_up(&svc, &lapsed, &["newsletter"]).await;
     let lapsed_id = subscriber_id(&svc, &lapsed.email).await;
-    eventually("the pending status", || async {
-        let (status, _) = svc
-            .call(
-                "GET",
-                &format!("/internal/v1/subscribers/{lapsed_id}"),
-                Some(STATUS_TOKEN),
-                None,
-            )
-            .await;
-        (status == 200).then_some(())
+    eventually("the pending statuses", || async {
+        let (status, _) = status_of(&svc, &lapsed_id).await;
+        let (_, keeper) = status_of(&svc, &keeper_id).await;
+        let offers_pending = keeper["lists"].as_array().is_some_and(|l| {
+            l.iter()
+                .any(|m| m["list"] == "offers" && m["status"] == "pending")
+        });
+        (status == 200 && offers_pending).then_some(())
     })
     .await;
     // Restart with a retention of two seconds.
@@ -518,29 +605,47 @@ async fn retention_erases_expired_pending(pg: Option<PgDatabase>) {
     svc.set("NEWSLETTER_RETENTION_PENDING", "2s");
     svc.start_again().await;
     eventually("retention to erase the unconfirmed request", || async {
-        let (status, _) = svc
-            .call(
-                "GET",
-                &format!("/internal/v1/subscribers/{lapsed_id}"),
-                Some(STATUS_TOKEN),
-                None,
-            )
-            .await;
+        let (status, _) = status_of(&svc, &lapsed_id).await;
         (status == 404).then_some(())
     })
     .await;
-    // Several more passes: the confirmed subscriber stays.
+    eventually("retention to expire the keeper's stale request", || async {
+        let (_, body) = status_of(&svc, &keeper_id).await;
+        let lists = body["lists"].as_array()?;
+        (!lists.iter().any(|m| m["list"] == "offers")).then_some(())
+    })
+    .await;
+    // Several more passes: the confirmed subscriber stays, confirmed.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let (status, body) = svc
+    let (status, body) = status_of(&svc, &keeper_id).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["lists"][0]["list"], "newsletter");
+    assert_eq!(body["lists"][0]["status"], "confirmed");
+    let (status, doc) = svc
         .call(
             "GET",
-            &format!("/internal/v1/subscribers/{keeper_id}"),
-            Some(STATUS_TOKEN),
+            &format!("/admin/v1/subscribers/{keeper_id}/export"),
+            Some(ADMIN_TOKEN),
             None,
         )
         .await;
-    assert_eq!(status, 200);
-    assert_eq!(body["lists"][0]["status"], "confirmed");
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["profile"]["email"], keeper.email.as_str());
+    assert!(doc["pending_request"].is_null(), "{doc}");
+    let offers = doc["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["list"] == "offers")
+        .expect("the offers request is in the export");
+    assert!(
+        offers["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["status"] == "expired"),
+        "{offers}"
+    );
     let (status, _) = svc
         .call(
             "POST",
@@ -553,14 +658,15 @@ async fn retention_erases_expired_pending(pg: Option<PgDatabase>) {
     let (_, page) = svc
         .call("GET", "/admin/v1/audit?limit=500", Some(ADMIN_TOKEN), None)
         .await;
+    let entries = page["entries"].as_array().unwrap();
+    assert!(entries.iter().any(|e| e["actor"] == "retention"
+        && e["action"] == "subscriber.erase"
+        && e["subscriber_id"] == lapsed_id.as_str()
+        && e["detail"] == "retention-unconfirmed"));
     assert!(
-        page["entries"]
-            .as_array()
-            .unwrap()
+        !entries
             .iter()
-            .any(|e| e["actor"] == "retention"
-                && e["action"] == "subscriber.erase"
-                && e["subscriber_id"] == lapsed_id.as_str())
+            .any(|e| e["actor"] == "retention" && e["subscriber_id"] == keeper_id.as_str())
     );
     if svc.pg.is_none() {
         for (path, bytes) in svc.data_files() {
@@ -729,4 +835,258 @@ async fn cli_erases_and_rotates_the_master_key() {
             path.display()
         );
     }
+}
+
+/// Is any byte of the stored data (every data-dir file; the `pg_dump` on PostgreSQL) `needle`?
+fn stored_anywhere(svc: &Service, needle: &str) -> Option<String> {
+    if let Some(db) = &svc.pg
+        && contains_ignore_case(&db.dump(), needle)
+    {
+        return Some("pg_dump".to_owned());
+    }
+    svc.data_files()
+        .into_iter()
+        .find(|(_, bytes)| contains_ignore_case(bytes, needle))
+        .map(|(path, _)| path.display().to_string())
+}
+
+/// Signs up again with the address and returns the new subscriber's id.
+async fn signs_up_as_new(svc: &Service, who: &Person, old_id: &str) {
+    sign_up(svc, who, &["newsletter"]).await;
+    let new_id = eventually("the new subscriber", || async {
+        let (status, body) = svc
+            .call(
+                "POST",
+                "/admin/v1/subscribers/export",
+                Some(ADMIN_TOKEN),
+                Some(json!({"email": who.email})),
+            )
+            .await;
+        (status == 200).then(|| body["subscriber_id"].as_str().unwrap().to_owned())
+    })
+    .await;
+    assert_ne!(new_id, old_id, "the address signs up as a new subscriber");
+}
+
+/// A process killed right after appending `SubscriberErased` (the test appends it exactly as
+/// `erase` does, through the same library, with the service down) leaves the key live, the
+/// index entry and the outbox mail; the projector's erasure sweep completes it on start.
+async fn interrupted_erasure_is_completed(pg: Option<PgDatabase>) {
+    let mut svc = Service::start(pg, &[]).await;
+    let who = person("crash");
+    let id = confirmed(&svc, &who).await;
+    assert!(!svc.outbox_mails(&who.email).is_empty());
+    svc.stop();
+    let storage = svc.storage().await;
+    storage.append_erasure_only(&id, "DSR-CRASH-1").await;
+    assert!(
+        matches!(
+            storage.key_state(&id).await,
+            Some(newsletter_keyvault::KeyState::Active(_))
+        ),
+        "the interrupted erasure left the key live"
+    );
+    drop(storage);
+    svc.start_again().await;
+    eventually("the sweep to complete the erasure", || async {
+        stored_anywhere(&svc, &who.email).is_none().then_some(())
+    })
+    .await;
+    let storage = svc.storage().await;
+    assert!(matches!(
+        storage.key_state(&id).await,
+        Some(newsletter_keyvault::KeyState::Shredded(_))
+    ));
+    drop(storage);
+    assert!(svc.outbox_mails(&who.email).is_empty());
+    for needle in needles(&who) {
+        assert_eq!(stored_anywhere(&svc, &needle), None, "{needle:?}");
+    }
+    let (status, _) = status_of(&svc, &id).await;
+    assert_eq!(status, 404);
+    signs_up_as_new(&svc, &who, &id).await;
+}
+
+#[tokio::test]
+async fn an_interrupted_erasure_is_completed_on_sqlite() {
+    interrupted_erasure_is_completed(None).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "NEWSLETTER_TEST_DATABASE_URL is not set: PostgreSQL tests not run"
+)]
+async fn an_interrupted_erasure_is_completed_on_postgres() {
+    interrupted_erasure_is_completed(Some(PgDatabase::create().await)).await;
+}
+
+/// A vault row missing (not tombstoned), as after restoring an old vault: the events read as
+/// erased, yet erasure appends `SubscriberErased`, writes a tombstone and completes the rest.
+async fn erasure_without_a_vault_row(pg: Option<PgDatabase>) {
+    let svc = Service::start(pg, &[]).await;
+    let who = person("nokey");
+    let id = confirmed(&svc, &who).await;
+    svc.delete_vault_row(&id).await;
+    let (status, receipt) = svc
+        .call(
+            "DELETE",
+            &format!("/admin/v1/subscribers/{id}?reference=DSR-NOKEY-1"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["already_erased"], false, "{receipt}");
+    assert_eq!(receipt["data_key"], "none", "{receipt}");
+    assert_eq!(receipt["email_index_entries_removed"], 1, "{receipt}");
+    assert_eq!(receipt["read_model"], "deleted", "{receipt}");
+    if svc.pg.is_none() {
+        // The address came from the read model: the stream no longer opens.
+        assert_eq!(receipt["outbox_files_deleted"], 1, "{receipt}");
+    }
+    let storage = svc.storage().await;
+    let last = storage.sealed_events(&id).await.pop().unwrap();
+    assert_eq!(last.event_type, "SubscriberErased");
+    let payload: Value = serde_json::from_str(&last.payload).unwrap();
+    assert_eq!(payload["reference"], "DSR-NOKEY-1", "{payload}");
+    assert!(
+        matches!(
+            storage.key_state(&id).await,
+            Some(newsletter_keyvault::KeyState::Shredded(_))
+        ),
+        "a tombstone keeps a fresh key from being made for the erased subscriber"
+    );
+    drop(storage);
+    assert_eq!(stored_anywhere(&svc, &who.email), None);
+    let (status, again) = svc
+        .call(
+            "DELETE",
+            &format!("/admin/v1/subscribers/{id}"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(again["already_erased"], true);
+    signs_up_as_new(&svc, &who, &id).await;
+}
+
+#[tokio::test]
+async fn erasure_works_without_a_vault_row_on_sqlite() {
+    erasure_without_a_vault_row(None).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "NEWSLETTER_TEST_DATABASE_URL is not set: PostgreSQL tests not run"
+)]
+async fn erasure_works_without_a_vault_row_on_postgres() {
+    erasure_without_a_vault_row(Some(PgDatabase::create().await)).await;
+}
+
+/// Retention erases every subscriber without consent in force for longer than the period —
+/// a request cancelled with "this wasn't me", consent withdrawn from every list — and keeps
+/// a restricted subscriber (even one who never confirmed) and a confirmed one.
+async fn retention_without_consent(pg: Option<PgDatabase>) {
+    let mut svc = Service::start(pg, &[]).await;
+    let cancelled = person("cancel");
+    sign_up(&svc, &cancelled, &["newsletter"]).await;
+    let mail = eventually("the confirmation mail", || async {
+        svc.outbox_mails(&cancelled.email).into_iter().next()
+    })
+    .await;
+    let token = link_token(&mail, &svc.base, "/v1/cancel");
+    let response = svc
+        .client
+        .post(svc.url("/v1/cancel"))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "cancel");
+    let cancelled_id = subscriber_id(&svc, &cancelled.email).await;
+    let withdrawn = person("withdraw");
+    let withdrawn_id = confirmed(&svc, &withdrawn).await;
+    let (status, _) = svc
+        .call(
+            "POST",
+            &format!("/admin/v1/subscribers/{withdrawn_id}/object"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let restricted = person("restricted");
+    sign_up(&svc, &restricted, &["newsletter"]).await;
+    let restricted_id = subscriber_id(&svc, &restricted.email).await;
+    let (status, _) = svc
+        .call(
+            "POST",
+            &format!("/admin/v1/subscribers/{restricted_id}/restrict"),
+            Some(ADMIN_TOKEN),
+            Some(json!({"reason": "legal claim (ticket DSR-8)"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let keeper = person("keeper");
+    let keeper_id = confirmed(&svc, &keeper).await;
+    eventually("the statuses", || async {
+        let (_, c) = status_of(&svc, &cancelled_id).await;
+        let (_, w) = status_of(&svc, &withdrawn_id).await;
+        let (_, r) = status_of(&svc, &restricted_id).await;
+        // A cancelled first request leaves no list at all.
+        (c["lists"].as_array().is_some_and(Vec::is_empty)
+            && w["lists"][0]["status"] == "unsubscribed"
+            && r["lists"][0]["status"] == "restricted")
+            .then_some(())
+    })
+    .await;
+    svc.stop();
+    svc.set("NEWSLETTER_RETENTION_PENDING", "2s");
+    svc.start_again().await;
+    for (what, id) in [("cancelled", &cancelled_id), ("withdrawn", &withdrawn_id)] {
+        eventually(
+            &format!("retention to erase the {what} subscriber"),
+            || async { (status_of(&svc, id).await.0 == 404).then_some(()) },
+        )
+        .await;
+    }
+    // Several more passes: the restricted and the confirmed subscriber stay.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, body) = status_of(&svc, &restricted_id).await;
+    assert_eq!(status, 200, "the restricted subscriber is kept");
+    assert_eq!(body["lists"][0]["status"], "restricted");
+    let (status, body) = status_of(&svc, &keeper_id).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["lists"][0]["status"], "confirmed");
+    let (_, page) = svc
+        .call("GET", "/admin/v1/audit?limit=500", Some(ADMIN_TOKEN), None)
+        .await;
+    let entries = page["entries"].as_array().unwrap();
+    for id in [&cancelled_id, &withdrawn_id] {
+        assert!(entries.iter().any(|e| e["actor"] == "retention"
+            && e["action"] == "subscriber.erase"
+            && e["subscriber_id"] == id.as_str()
+            && e["detail"] == "retention-no-consent"));
+    }
+    for who in [&cancelled, &withdrawn] {
+        assert_eq!(stored_anywhere(&svc, &who.email), None, "{}", who.email);
+    }
+    assert!(stored_anywhere(&svc, &restricted.email).is_some());
+}
+
+#[tokio::test]
+async fn retention_erases_subscribers_without_consent_on_sqlite() {
+    retention_without_consent(None).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "NEWSLETTER_TEST_DATABASE_URL is not set: PostgreSQL tests not run"
+)]
+async fn retention_erases_subscribers_without_consent_on_postgres() {
+    retention_without_consent(Some(PgDatabase::create().await)).await;
 }

@@ -12,7 +12,14 @@ use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use newsletter_domain::{ActorName, ErasureReference, Subscriber, SubscriberCommand};
+use newsletter_eventstore::{
+    EventMetadata, EventStore, PostgresConfig, PostgresEventStore, RecordedEvent, SqliteConfig,
+    SqliteEventStore, StreamId, SystemClock, execute,
+};
+use newsletter_keyvault::{EncryptingEventStore, KeyState, KeyVault, MasterKeyRing};
 use serde_json::Value;
+use std::sync::Arc;
 use tempfile::TempDir;
 
 /// Secret of the `status`-only token.
@@ -367,6 +374,125 @@ pub fn contains_ignore_case(haystack: &[u8], needle: &str) -> bool {
             .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
+/// The service's event log and key vault, opened from the test with the library crates the
+/// binary uses (same codec, same encryption, the data dir's development master key): to look
+/// at what is stored, and to write what a crash would leave behind.
+pub struct Storage {
+    /// The log as stored (sealed payloads).
+    pub sealed: Arc<dyn EventStore>,
+    /// The log through the decrypting decorator.
+    pub store: EncryptingEventStore,
+    /// The key vault.
+    pub vault: KeyVault,
+}
+
+impl Service {
+    /// Opens the service's event log and key vault (SQLite files in the data dir, or its
+    /// PostgreSQL database).
+    pub async fn storage(&self) -> Storage {
+        let ring = MasterKeyRing::parse(
+            &fs::read_to_string(self.data_dir().join("master-key")).expect("the master key file"),
+        )
+        .unwrap();
+        let (sealed, vault): (Arc<dyn EventStore>, KeyVault) = match &self.pg {
+            Some(db) => {
+                let store = PostgresEventStore::connect(&db.url, PostgresConfig::default())
+                    .await
+                    .unwrap();
+                let vault = KeyVault::from_postgres_pool(store.pool().clone(), ring)
+                    .await
+                    .unwrap();
+                (Arc::new(store), vault)
+            }
+            None => {
+                let url = format!("sqlite://{}", self.data_dir().join("events.db").display());
+                let store = SqliteEventStore::open_url(&url, SqliteConfig::default())
+                    .await
+                    .unwrap();
+                let vault = KeyVault::open_sqlite(&self.data_dir().join("keyvault.db"), ring)
+                    .await
+                    .unwrap();
+                (Arc::new(store), vault)
+            }
+        };
+        Storage {
+            store: EncryptingEventStore::new(Arc::clone(&sealed), vault.clone()),
+            sealed,
+            vault,
+        }
+    }
+
+    /// Deletes the subscriber's vault row outright (no tombstone), as restoring a vault backup
+    /// taken before the subscriber signed up would.
+    pub async fn delete_vault_row(&self, id: &str) {
+        use sqlx::Connection as _;
+        const SQL: &str = "DELETE FROM keyvault_data_keys WHERE subscriber_id = $1";
+        let deleted = match &self.pg {
+            Some(db) => {
+                let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                sqlx::query(SQL)
+                    .bind(id)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap()
+                    .rows_affected()
+            }
+            None => {
+                let url = format!("sqlite://{}", self.data_dir().join("keyvault.db").display());
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query(SQL)
+                    .bind(id)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap()
+                    .rows_affected()
+            }
+        };
+        assert_eq!(deleted, 1, "the subscriber had a vault row");
+    }
+}
+
+fn stream(id: &str) -> StreamId {
+    StreamId::new(format!("subscriber-{id}")).unwrap()
+}
+
+impl Storage {
+    /// Appends `SubscriberErased` exactly as `erase` does (the domain's command through the
+    /// encrypting store) and nothing else: what a process killed right after that append
+    /// leaves behind.
+    pub async fn append_erasure_only(&self, id: &str, reference: &str) {
+        let outcome = execute::<Subscriber>(
+            &self.store,
+            &SystemClock,
+            &stream(id),
+            &SubscriberCommand::Erase {
+                actor: ActorName::parse("dpo").unwrap(),
+                reference: ErasureReference::parse(reference).unwrap(),
+            },
+            &EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.events.len(), 1, "SubscriberErased appended");
+    }
+
+    /// What the vault holds for the subscriber.
+    pub async fn key_state(&self, id: &str) -> Option<KeyState> {
+        let uuid = uuid::Uuid::parse_str(id).unwrap();
+        self.vault.states(&[uuid]).await.unwrap().remove(&uuid)
+    }
+
+    /// The subscriber's events as stored (sealed).
+    pub async fn sealed_events(&self, id: &str) -> Vec<RecordedEvent> {
+        self.sealed.read_stream(&stream(id), 0).await.unwrap()
+    }
+
+    /// The subscriber's events as the service reads them (opened, or `PersonalDataErased`).
+    pub async fn opened_events(&self, id: &str) -> Vec<RecordedEvent> {
+        self.store.read_stream(&stream(id), 0).await.unwrap()
+    }
+}
+
 /// The decoded text of a mail (all parts), for finding links.
 pub fn mail_text(raw: &[u8]) -> String {
     fn walk(part: &mailparse::ParsedMail<'_>, out: &mut String) {
@@ -386,8 +512,13 @@ pub fn mail_text(raw: &[u8]) -> String {
 
 /// The `token` of the first `{base}/v1/confirm?token=…` link in a mail.
 pub fn confirm_token(raw: &[u8], base: &str) -> String {
+    link_token(raw, base, "/v1/confirm")
+}
+
+/// The `token` of the first `{base}{path}?token=…` link in a mail.
+pub fn link_token(raw: &[u8], base: &str, path: &str) -> String {
     let text = mail_text(raw);
-    let prefix = format!("{base}/v1/confirm?token=");
+    let prefix = format!("{base}{path}?token=");
     let start = text
         .find(&prefix)
         .unwrap_or_else(|| panic!("no confirm link in:\n{text}"));

@@ -68,6 +68,9 @@
 //! - **Expire** a pending request only after its `confirm_by` ([`DomainError::NotYetExpired`]);
 //!   a request that already ended is a no-op (the retention job may race a confirmation).
 //! - **Export** is recorded every time (who and when).
+//! - A stream whose events all read as `PersonalDataErased` (the data key is missing, e.g. a
+//!   vault restored from an old backup) is not empty: it names a subscriber whose data cannot
+//!   be read, and `Erase` erases it.
 //! - Commands other than a request on an empty stream: [`DomainError::UnknownSubscriber`]
 //!   (confirmation/mail/expiry commands name a request and get [`DomainError::UnknownRequest`];
 //!   unsubscribe is a no-op).

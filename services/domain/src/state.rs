@@ -197,6 +197,10 @@ pub struct SubscriberState {
     pub(crate) closed_requests: BTreeMap<RequestId, RequestOutcome>,
     pub(crate) restricted: bool,
     pub(crate) confirmation_mails: Vec<DateTime<Utc>>,
+    /// When consent last changed: a request, confirmation, unsubscription, cancellation or
+    /// expiry, or a restriction lifted. Absent in snapshots written before it existed.
+    #[serde(default)]
+    pub(crate) last_change: Option<DateTime<Utc>>,
 }
 
 impl SubscriberState {
@@ -219,6 +223,14 @@ impl SubscriberState {
             Lifecycle::Erased { at } => Some(at),
             _ => None,
         }
+    }
+
+    /// When the subscriber's consent last changed: the time of its latest request,
+    /// confirmation, unsubscription, cancellation or expiry, or of a restriction being lifted.
+    /// Retention counts its period from here. `None` before any of these (or once erased).
+    #[must_use]
+    pub const fn last_change(&self) -> Option<DateTime<Utc>> {
+        self.last_change
     }
 
     /// True while processing is restricted.

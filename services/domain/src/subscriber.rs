@@ -299,6 +299,22 @@ impl Decider for Subscriber {
             return state;
         }
         match event {
+            SubscriberEvent::SubscriptionRequested(SubscriptionRequested { at, .. })
+            | SubscriberEvent::SubscriptionConfirmed(SubscriptionConfirmed { at, .. })
+            | SubscriberEvent::Unsubscribed(Unsubscribed { at, .. })
+            | SubscriberEvent::SubscriptionRequestCancelled(SubscriptionRequestCancelled {
+                at,
+                ..
+            })
+            | SubscriberEvent::SubscriptionRequestExpired(SubscriptionRequestExpired {
+                at, ..
+            })
+            | SubscriberEvent::RestrictionLifted(RestrictionLifted { at, .. }) => {
+                state.last_change = Some(*at);
+            }
+            _ => {}
+        }
+        match event {
             SubscriberEvent::SubscriptionRequested(e) => {
                 state.lifecycle = Lifecycle::Active;
                 let mut previous = std::collections::BTreeMap::new();
@@ -419,8 +435,15 @@ impl Decider for Subscriber {
                     ..SubscriberState::default()
                 };
             }
-            // Redacted by crypto-shredding: its SubscriberErased follows in the stream.
-            SubscriberEvent::DataExported(_) | SubscriberEvent::PersonalDataErased(_) => {}
+            // Redacted by crypto-shredding: normally its SubscriberErased follows in the stream.
+            // When the key is missing without a tombstone (a vault restored from an old
+            // backup), nothing follows: the stream still names a subscriber, who can be erased.
+            SubscriberEvent::PersonalDataErased(_) => {
+                if state.lifecycle == Lifecycle::New {
+                    state.lifecycle = Lifecycle::Active;
+                }
+            }
+            SubscriberEvent::DataExported(_) => {}
         }
         state
     }

@@ -661,11 +661,23 @@ fn redacted_events_fold_to_the_erased_state() {
     };
     assert_eq!(fold(&redacted), fold(&plain));
     assert!(fold(&redacted).is_erased());
-    // A marker alone changes nothing.
+    // A marker alone holds nothing, but the stream names a subscriber (its key is missing, not
+    // destroyed: a vault restored from an old backup), who can be erased.
+    let keyless = Subscriber::evolve(Default::default(), &marker("SubscriptionRequested", 0));
+    assert!(!keyless.is_new());
+    assert!(!keyless.is_erased());
+    assert!(keyless.email().is_none() && keyless.lists().next().is_none());
     assert_eq!(
-        Subscriber::evolve(Default::default(), &marker("ProfileRectified", 0)),
-        Default::default()
+        Subscriber::evolve(keyless.clone(), &marker("ProfileRectified", 1)),
+        keyless
     );
+    given(vec![marker("SubscriptionRequested", 0)])
+        .when(erase(), t(4))
+        .then_events(vec![SubscriberEvent::SubscriberErased(SubscriberErased {
+            actor: actor(),
+            reference: newsletter_domain::ErasureReference::parse("DSR-2026-0042").unwrap(),
+            at: t(4),
+        })]);
     given(redacted.clone()).when(erase(), t(4)).then_nothing();
     given(redacted)
         .when(request(9, &["news"], t(4)), t(4))

@@ -192,59 +192,21 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
     file.sync_all()
 }
 
-/// `newsletter reapply-erasures`: destroys the data key and email index entry of every
-/// subscriber whose stream holds `SubscriberErased`. Run it after restoring the key vault (or
-/// the email index) from a backup: keys destroyed after the backup was taken come back with
+/// `newsletter reapply-erasures`: completes the erasure of every subscriber whose stream holds
+/// `SubscriberErased` (outbox files, email index entry, data key, SQLite write-ahead logs): the
+/// projector's erasure sweep over the whole log, by hand. Run it after restoring the key vault
+/// (or the email index) from a backup: keys destroyed after the backup was taken come back with
 /// it, and this shreds them again. Idempotent.
 pub async fn reapply_erasures(raw: RawSettings) -> Result<(), SettingError> {
     let (settings, _, storage) = prepare(&raw).await?;
-    let mut erased = std::collections::BTreeSet::new();
-    let mut after = None;
-    loop {
-        let batch = storage
-            .sealed_store
-            .read_all(after, 1000)
-            .await
-            .map_err(|e| failed("event store", e))?;
-        let Some(last) = batch.last() else { break };
-        after = Some(last.position);
-        erased.extend(
-            batch
-                .iter()
-                .filter(|e| e.event_type == "SubscriberErased")
-                .filter_map(|e| newsletter_keyvault::subscriber_of(e.stream.as_str())),
-        );
-    }
-    let mut destroyed_now = 0_u64;
-    let mut index_entries = 0_u64;
-    for id in &erased {
-        if storage
-            .vault
-            .destroy(*id)
-            .await
-            .map_err(|e| failed("key vault", e))?
-            != newsletter_keyvault::Destroyed::Already
-        {
-            destroyed_now += 1;
-        }
-        index_entries += storage
-            .index
-            .remove(SubscriberId::from_uuid(*id))
-            .await
-            .map_err(|e| failed("email index", e))?;
-    }
-    for file in &storage.sqlite_files {
-        newsletter_keyvault::truncate_sqlite_wal(file)
-            .await
-            .map_err(|e| failed("sqlite", e))?;
-    }
-    privacy(&settings, &storage)
+    let privacy = privacy(&settings, &storage);
+    let report = privacy
+        .sweep_erasures(None, None, None)
+        .await
+        .map_err(|e| failed("reapply-erasures", e))?;
+    privacy
         .record("cli", "erasures.reapply", None, "ok", None)
         .await
         .map_err(|e| failed("audit", e))?;
-    print_json(&serde_json::json!({
-        "erased_subscribers": erased.len(),
-        "keys_destroyed_now": destroyed_now,
-        "email_index_entries_removed": index_entries,
-    }))
+    print_json(&report)
 }

@@ -182,6 +182,7 @@ pub async fn prepare(raw: &RawSettings) -> Result<(Settings, Secrets, Storage), 
 pub fn privacy(settings: &Settings, storage: &Storage) -> Privacy {
     Privacy {
         store: Arc::clone(&storage.store),
+        sealed_store: Arc::clone(&storage.sealed_store),
         vault: storage.vault.clone(),
         audit: AuditLog::new(&storage.vault),
         index: storage.index.clone(),
@@ -397,6 +398,7 @@ pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
                 runner.run(store, models, shutdown()),
                 stats.run(sealed, shutdown()),
                 retention.run_retention(lists, period, shutdown()),
+                retention.run_erasure_sweep(shutdown()),
             );
             if lease_was_lost(&lease) {
                 metrics.lease_lost.inc();
