@@ -1021,3 +1021,63 @@ pub(crate) async fn stats(
         .map_err(|e| ApiError::internal("read the statistics", e))?;
     Ok(HttpResponse::Ok().json(StatsDocument { counts }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::OpenApi as _;
+
+    #[test]
+    fn every_documented_admin_endpoint_has_an_action_name() {
+        let doc = crate::openapi::ApiDoc::openapi();
+        let mut checked = 0;
+        for (path, item) in &doc.paths.paths {
+            if !path.starts_with("/admin/") {
+                continue;
+            }
+            for (method, operation) in [
+                (Method::GET, &item.get),
+                (Method::POST, &item.post),
+                (Method::PUT, &item.put),
+                (Method::PATCH, &item.patch),
+                (Method::DELETE, &item.delete),
+            ] {
+                if operation.is_some() {
+                    let action = action_of(&method, Some(path));
+                    assert!(
+                        !action.contains('/'),
+                        "{method} {path} is audited as {action}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 9);
+        assert_eq!(action_of(&Method::GET, Some("/admin")), "admin.unknown");
+        assert_eq!(action_of(&Method::GET, None), "admin.unknown");
+    }
+
+    #[test]
+    fn the_subscriber_is_read_from_the_path_only_when_it_is_an_id() {
+        let id = Uuid::now_v7();
+        assert_eq!(
+            subscriber_in_path(&format!("/admin/v1/subscribers/{id}/export")),
+            Some(SubscriberId::from_uuid(id))
+        );
+        assert_eq!(subscriber_in_path("/admin/v1/subscribers/export"), None);
+        assert_eq!(subscriber_in_path("/admin/v1/audit"), None);
+    }
+
+    #[test]
+    fn a_failure_detail_names_no_member_the_caller_chose() {
+        let error = ApiError::Validation(vec![
+            FieldError::new("jane@example.com", "unknown_field", "not a profile field"),
+            FieldError::new("name", "too_long", "too long"),
+        ]);
+        assert_eq!(failure_detail(&error), "validation: (unknown field),name");
+        assert_eq!(
+            failure_detail(&ApiError::MalformedBody("jane@example.com".to_owned())),
+            "malformed-body"
+        );
+    }
+}
