@@ -396,7 +396,7 @@ async fn export_has_consent_of_both_steps(pg: Option<PgDatabase>) {
         .await;
     assert_eq!(status, 200, "{doc}");
     assert_eq!(doc["schema"], "newsletter.subscriber-export");
-    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["schema_version"], 2);
     assert_eq!(doc["subscriber_id"], id.as_str());
     assert_eq!(doc["profile"]["email"], who.email.as_str());
     assert_eq!(doc["profile"]["name"], who.name.as_str());

@@ -544,3 +544,72 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A request with a raw body of a given content type and an optional bearer token; returns
+/// (status, JSON or Null).
+pub async fn call_raw(
+    svc: &Service,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &'static str,
+) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = svc
+        .client
+        .request(method, svc.url(path))
+        .header("Content-Type", content_type)
+        .body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("HTTP request");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Every audit entry with an id above `after`, paging through `GET /admin/v1/audit` (which
+/// records one `audit.read` entry per page it serves, after the page).
+pub async fn audit_entries_after(svc: &Service, mut after: i64) -> Vec<Value> {
+    let mut entries = Vec::new();
+    loop {
+        let (status, page) = svc
+            .call(
+                "GET",
+                &format!("/admin/v1/audit?after={after}&limit=500"),
+                Some(ADMIN_TOKEN),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "audit page: {page}");
+        let batch = page["entries"].as_array().cloned().unwrap_or_default();
+        entries.extend(batch);
+        match page["next"].as_i64() {
+            Some(next) => after = next,
+            None => return entries,
+        }
+    }
+}
+
+/// Confirms whichever of the mails to `email` holds the link of the live request (the others'
+/// links no longer work); returns the HTTP status of that confirmation.
+pub async fn confirm_live_request(svc: &Service, email: &str) -> u16 {
+    let mut last = 0;
+    for mail in svc.outbox_mails(email) {
+        let token = confirm_token(&mail, &svc.base);
+        let response = svc
+            .client
+            .post(svc.url("/v1/confirm"))
+            .form(&[("token", token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        last = response.status().as_u16();
+        if last == 200 {
+            return last;
+        }
+    }
+    last
+}

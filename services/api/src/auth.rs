@@ -159,7 +159,16 @@ impl ServiceTokens {
     /// The name of the caller's token if it carries `scope`: 401 without a known token,
     /// 403 with one that lacks the scope.
     pub fn authorize(&self, request: &HttpRequest, scope: Scope) -> Result<&str, ApiError> {
-        let presented = request
+        match self.check(request, scope) {
+            Access::Granted(name) => Ok(name),
+            Access::Forbidden(_) => Err(ApiError::Forbidden),
+            Access::Unauthorized => Err(ApiError::Unauthorized),
+        }
+    }
+
+    /// Who the caller is and whether its token carries `scope` (never the secret).
+    pub fn check(&self, request: &HttpRequest, scope: Scope) -> Access<'_> {
+        let Some(presented) = request
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
@@ -167,7 +176,9 @@ impl ServiceTokens {
                 let (kind, secret) = value.trim().split_once(' ')?;
                 kind.eq_ignore_ascii_case("bearer").then(|| secret.trim())
             })
-            .ok_or(ApiError::Unauthorized)?;
+        else {
+            return Access::Unauthorized;
+        };
         let presented = digest(presented.as_bytes());
         // Compare against every token so the time taken does not depend on which one matched.
         let mut found = None;
@@ -176,13 +187,23 @@ impl ServiceTokens {
                 found = Some(token);
             }
         }
-        let token = found.ok_or(ApiError::Unauthorized)?;
-        if token.scopes.contains(&scope) {
-            Ok(&token.name)
-        } else {
-            Err(ApiError::Forbidden)
+        match found {
+            None => Access::Unauthorized,
+            Some(token) if token.scopes.contains(&scope) => Access::Granted(&token.name),
+            Some(token) => Access::Forbidden(&token.name),
         }
     }
+}
+
+/// The result of checking a caller's token against a scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access<'a> {
+    /// A known token with the scope; its name.
+    Granted(&'a str),
+    /// A known token without the scope; its name.
+    Forbidden(&'a str),
+    /// No token, or one that is not configured.
+    Unauthorized,
 }
 
 #[cfg(test)]
@@ -257,6 +278,14 @@ mod tests {
                 .authorize(&with("bearer fedcba9876543210fedc"), Scope::Admin)
                 .unwrap(),
             "dpo"
+        );
+        assert_eq!(
+            tokens.check(&with("Bearer 0123456789abcdef0123"), Scope::Admin),
+            Access::Forbidden("crm")
+        );
+        assert_eq!(
+            tokens.check(&with("Bearer wrong-secret-of-length"), Scope::Admin),
+            Access::Unauthorized
         );
     }
 }

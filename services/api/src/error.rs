@@ -123,6 +123,12 @@ pub enum ApiError {
     /// Storage failed; details are in the log only.
     #[error("internal error")]
     Internal(String),
+    /// An admin call could not be recorded in the audit log, so its result is withheld.
+    #[error(
+        "the call could not be recorded in the audit log, so its result is withheld; a change \
+         it made stays made (retry: admin changes are idempotent, and the retry is recorded)"
+    )]
+    AuditUnavailable,
 }
 
 impl ApiError {
@@ -146,12 +152,13 @@ impl ApiError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Link(LinkProblem::Expired | LinkProblem::NoLongerValid) => StatusCode::GONE,
             Self::Link(LinkProblem::Invalid) => StatusCode::BAD_REQUEST,
-            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Busy | Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    fn kind(&self) -> &'static str {
+    /// The problem's short kind (`validation`, `not-found`, …), the last segment of its type.
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Validation(_) => "validation",
             Self::UnsupportedMediaType { .. } => "unsupported-media-type",
@@ -168,6 +175,7 @@ impl ApiError {
             Self::Link(LinkProblem::NoLongerValid) => "link-no-longer-valid",
             Self::Busy => "busy",
             Self::Internal(_) => "internal",
+            Self::AuditUnavailable => "audit-unavailable",
         }
     }
 

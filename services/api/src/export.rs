@@ -2,15 +2,22 @@
 //! document with everything held about a subscriber, built from their event stream (read
 //! through the decrypting store) and the admin audit entries about them.
 //!
-//! # Schema `newsletter.subscriber-export`, version 1
+//! # Schema `newsletter.subscriber-export`, version 2
+//!
+//! Version 2 holds every personal value the stream holds, current or not: version 1 left out
+//! the addresses and profiles of superseded, cancelled and expired requests and the values
+//! replaced or cleared by a later confirmation or a rectification. Version 2 adds `requests[]`
+//! and `earlier_values[]` for them; every version-1 member is unchanged.
 //!
 //! | member | content |
 //! |---|---|
-//! | `schema`, `schema_version` | `"newsletter.subscriber-export"`, `1` (additions keep the version; removals or changes of meaning raise it) |
+//! | `schema`, `schema_version` | `"newsletter.subscriber-export"`, `2` (additions keep the version; removals or changes of meaning raise it) |
 //! | `generated_at`, `subscriber_id` | when, and the opaque id |
 //! | `profile` | confirmed `email`, `name`, `company`, `address`, `phone`, `locale` (absent members: not held) |
 //! | `restricted` | processing restricted (art. 18) |
 //! | `pending_request` | the request waiting for confirmation: `request_id`, `lists`, `email`, `profile`, `locale`, `requested_at`, `confirm_by` |
+//! | `requests[]` | every signup request as made, whatever became of it: `request_id`, `lists`, `email`, `profile` (as typed), `locale`, `requested_at`, `confirm_by`, `outcome` (`pending`, `confirmed`, `superseded`, `cancelled`, `expired`), `ended_at` |
+//! | `earlier_values[]` | values of the confirmed profile (`email`, `name`, `company`, `address`, `phone`) no longer current: `field`, `value`, `held_from`, `held_until`, `replaced_by` (the value that followed; null when the field was cleared), `change` (`confirmation` or `rectification`) |
 //! | `subscriptions[]` | per list: `list`, current `status` (`pending`, `confirmed`, `unsubscribed`), `since`, and `history[]` of `{status, at, request_id?, channel?}` (statuses also `expired`, `cancelled`, `superseded`) |
 //! | `consent[]` | evidence of each act of consent: `step` (`signup` or `confirmation`), `request_id`, `lists`, `policy_version`, `source`, `at`, `ip`, `user_agent`, `recorded_at` |
 //! | `mails[]` | confirmation mails: `kind` (`confirmation`), `request_id`, `outcome` (`sent`, `failed`), `message_id`, `reason`, `permanent`, `at` |
@@ -30,8 +37,8 @@ use utoipa::ToSchema;
 
 /// The schema name of the export document.
 pub const EXPORT_SCHEMA: &str = "newsletter.subscriber-export";
-/// Its version.
-pub const EXPORT_SCHEMA_VERSION: u32 = 1;
+/// Its version (2: adds `requests` and `earlier_values`).
+pub const EXPORT_SCHEMA_VERSION: u32 = 2;
 
 /// The confirmed profile.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -72,6 +79,50 @@ pub struct ExportPending {
     pub requested_at: DateTime<Utc>,
     /// Until when it can be confirmed.
     pub confirm_by: DateTime<Utc>,
+}
+
+/// A signup request as it was made (version 2), whatever became of it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExportRequest {
+    /// Its id.
+    pub request_id: String,
+    /// The lists it named.
+    pub lists: Vec<String>,
+    /// The address it was made for.
+    #[schema(value_type = String)]
+    pub email: EmailAddress,
+    /// The profile as typed into the form (later rectifications are in `earlier_values`).
+    #[schema(value_type = Object)]
+    pub profile: Profile,
+    /// Language.
+    #[schema(value_type = String)]
+    pub locale: Locale,
+    /// When.
+    pub requested_at: DateTime<Utc>,
+    /// Until when it could be confirmed.
+    pub confirm_by: DateTime<Utc>,
+    /// `pending`, `confirmed`, `superseded` (by a later request), `cancelled`, `expired`.
+    pub outcome: &'static str,
+    /// When it stopped being pending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// A value of the confirmed profile that is no longer current (version 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct EarlierValue {
+    /// `email`, `name`, `company`, `address` or `phone`.
+    pub field: String,
+    /// The value.
+    pub value: String,
+    /// From when it was the current value.
+    pub held_from: DateTime<Utc>,
+    /// Until when.
+    pub held_until: DateTime<Utc>,
+    /// The value that replaced it; null when the field was cleared.
+    pub replaced_by: Option<String>,
+    /// What replaced or cleared it: `confirmation` (of a later request) or `rectification`.
+    pub change: &'static str,
 }
 
 /// One change of a list status.
@@ -184,7 +235,7 @@ pub struct PolicyInfo {
 pub struct ExportDocument {
     /// `newsletter.subscriber-export`.
     pub schema: &'static str,
-    /// `1`.
+    /// `2`.
     pub schema_version: u32,
     /// When this document was made.
     pub generated_at: DateTime<Utc>,
@@ -196,6 +247,10 @@ pub struct ExportDocument {
     pub restricted: bool,
     /// The request waiting for confirmation.
     pub pending_request: Option<ExportPending>,
+    /// Every signup request as made, with what became of it.
+    pub requests: Vec<ExportRequest>,
+    /// Values of the confirmed profile that were replaced or cleared, oldest first.
+    pub earlier_values: Vec<EarlierValue>,
     /// Every list, with its history.
     pub subscriptions: Vec<ExportSubscription>,
     /// Consent evidence of every signup and confirmation.
@@ -263,6 +318,69 @@ pub struct AuditLine {
     pub detail: Option<String>,
 }
 
+/// The values of the confirmed profile (`email` and the profile fields) as strings.
+fn held_values(state: &SubscriberState) -> BTreeMap<String, String> {
+    let mut held = BTreeMap::new();
+    if let Some(email) = state.email() {
+        held.insert("email".to_owned(), email.as_str().to_owned());
+    }
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(state.profile()) {
+        for (field, value) in fields {
+            if let serde_json::Value::String(value) = value {
+                held.insert(field, value);
+            }
+        }
+    }
+    held
+}
+
+/// Records the values `before` held that `after` no longer holds, and when the new ones began.
+fn track_values(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+    at: DateTime<Utc>,
+    change: &'static str,
+    since: &mut BTreeMap<String, DateTime<Utc>>,
+    earlier: &mut Vec<EarlierValue>,
+) {
+    for (field, value) in before {
+        let replaced_by = after.get(field);
+        if replaced_by == Some(value) {
+            continue;
+        }
+        earlier.push(EarlierValue {
+            field: field.clone(),
+            value: value.clone(),
+            held_from: since.get(field).copied().unwrap_or(at),
+            held_until: at,
+            replaced_by: replaced_by.cloned(),
+            change,
+        });
+    }
+    for (field, value) in after {
+        if before.get(field) != Some(value) {
+            since.insert(field.clone(), at);
+        }
+    }
+}
+
+/// Marks a request as ended, if it is still pending.
+fn end_request(
+    requests: &mut [ExportRequest],
+    request_id: RequestId,
+    outcome: &'static str,
+    at: DateTime<Utc>,
+) {
+    let id = request_id.to_string();
+    if let Some(request) = requests
+        .iter_mut()
+        .find(|r| r.request_id == id && r.ended_at.is_none())
+    {
+        request.outcome = outcome;
+        request.ended_at = Some(at);
+    }
+}
+
 /// Builds the document from the stream's events (decrypted) and the audit entries about the
 /// subscriber. Returns the folded state too.
 pub fn build_export(
@@ -280,6 +398,9 @@ pub fn build_export(
     let mut consent = Vec::new();
     let mut mails = Vec::new();
     let mut admin_actions = Vec::new();
+    let mut requests: Vec<ExportRequest> = Vec::new();
+    let mut earlier_values = Vec::new();
+    let mut held_since: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
     let close = |history: &mut BTreeMap<String, Vec<StatusChange>>,
                  lists: Option<&Vec<String>>,
                  status: &str,
@@ -311,7 +432,19 @@ pub fn build_export(
                         old,
                         e.at,
                     );
+                    end_request(&mut requests, old, "superseded", e.at);
                 }
+                requests.push(ExportRequest {
+                    request_id: e.request_id.to_string(),
+                    lists: e.lists.iter().map(|l| l.as_str().to_owned()).collect(),
+                    email: e.email.clone(),
+                    profile: e.profile.clone(),
+                    locale: e.locale,
+                    requested_at: e.at,
+                    confirm_by: e.confirm_by,
+                    outcome: "pending",
+                    ended_at: None,
+                });
                 let lists: Vec<String> = e.lists.iter().map(|l| l.as_str().to_owned()).collect();
                 for list in &lists {
                     history.entry(list.clone()).or_default().push(StatusChange {
@@ -360,6 +493,7 @@ pub fn build_export(
                 if pending == Some(e.request_id) {
                     pending = None;
                 }
+                end_request(&mut requests, e.request_id, "confirmed", e.at);
                 if let Some(email) = request_emails.get(&e.request_id) {
                     confirmed_email = Some(email.clone());
                 }
@@ -416,6 +550,7 @@ pub fn build_export(
                 if pending == Some(e.request_id) {
                     pending = None;
                 }
+                end_request(&mut requests, e.request_id, "cancelled", e.at);
             }
             SubscriberEvent::SubscriptionRequestExpired(e) => {
                 close(
@@ -428,6 +563,7 @@ pub fn build_export(
                 if pending == Some(e.request_id) {
                     pending = None;
                 }
+                end_request(&mut requests, e.request_id, "expired", e.at);
             }
             SubscriberEvent::ProfileRectified(e) => admin_actions.push(AdminAction {
                 action: "profile_rectified".to_owned(),
@@ -463,7 +599,23 @@ pub fn build_export(
             }),
             SubscriberEvent::SubscriberErased(_) | SubscriberEvent::PersonalDataErased(_) => {}
         }
+        let change = match &event {
+            SubscriberEvent::SubscriptionConfirmed(_) => Some("confirmation"),
+            SubscriberEvent::ProfileRectified(_) => Some("rectification"),
+            _ => None,
+        };
+        let before = change.map(|_| held_values(&state));
         state = Subscriber::evolve(state, &event);
+        if let (Some(change), Some(before)) = (change, before) {
+            track_values(
+                &before,
+                &held_values(&state),
+                event.at(),
+                change,
+                &mut held_since,
+                &mut earlier_values,
+            );
+        }
     }
     admin_actions.extend(audit.into_iter().map(|a| AdminAction {
         action: a.action,
@@ -526,6 +678,8 @@ pub fn build_export(
         },
         restricted: state.is_restricted(),
         pending_request,
+        requests,
+        earlier_values,
         subscriptions: subscriptions.into_values().collect(),
         consent,
         mails,

@@ -5,9 +5,19 @@
 //! only (an export by address records the id it resolved to, never the address), and `detail`
 //! carries only tokens such as an erasure reference. Entries are kept after an erasure: the
 //! id they name no longer leads to anything.
+//!
+//! # Paging never skips an entry
+//!
+//! [`AuditLog::page`] pages by id (`id > after`), so an id must never become visible after a
+//! higher one. Ids are therefore taken and committed in one order: on PostgreSQL every insert
+//! first takes a transaction-scoped advisory lock ([`AUDIT_LOCK`]) that its commit releases, so
+//! writers (in every replica) insert one after another and a reader that sees id `n` has
+//! already been able to see every committed id below it; on SQLite the database's single
+//! writer lock does the same. A rolled-back insert leaves a gap, never a late entry.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::{Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
 use crate::db::{Pool, on_pool};
@@ -16,6 +26,9 @@ use crate::vault::KeyVault;
 
 /// The most entries one page returns.
 pub const MAX_AUDIT_PAGE: usize = 500;
+
+/// The PostgreSQL advisory lock key that serialises audit inserts (held until each commits).
+pub const AUDIT_LOCK: i64 = 7_366_615_210_420_509;
 
 /// One action to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +89,37 @@ impl From<Row> for AuditRecord {
     }
 }
 
+/// An audit entry inserted in a transaction that is still open (see [`AuditLog::begin`]).
+#[derive(Debug)]
+pub struct PendingAuditEntry {
+    id: i64,
+    tx: PendingTx,
+}
+
+#[derive(Debug)]
+enum PendingTx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl PendingAuditEntry {
+    /// The id the entry will have.
+    #[must_use]
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// Commits the entry (and, on PostgreSQL, releases the audit lock); returns its id.
+    pub async fn commit(self) -> Result<i64, VaultError> {
+        match self.tx {
+            PendingTx::Sqlite(tx) => tx.commit().await,
+            PendingTx::Postgres(tx) => tx.commit().await,
+        }
+        .map_err(VaultError::db("commit an audit entry"))?;
+        Ok(self.id)
+    }
+}
+
 /// The audit log (shares the vault's database).
 #[derive(Debug, Clone)]
 pub struct AuditLog {
@@ -93,20 +137,68 @@ impl AuditLog {
 
     /// Records an entry at `at`; returns its id.
     pub async fn record(&self, entry: &AuditEntry, at: DateTime<Utc>) -> Result<i64, VaultError> {
+        self.begin(entry, at).await?.commit().await
+    }
+
+    /// Inserts an entry in a transaction of its own and leaves it open: the entry becomes
+    /// visible when [`PendingAuditEntry::commit`] is called and is rolled back if the value is
+    /// dropped. Until then other audit writers wait (see the module documentation), so keep it
+    /// short; [`AuditLog::record`] commits at once.
+    pub async fn begin(
+        &self,
+        entry: &AuditEntry,
+        at: DateTime<Utc>,
+    ) -> Result<PendingAuditEntry, VaultError> {
         const SQL: &str = "INSERT INTO admin_audit (at, actor, action, subscriber_id, outcome, detail) \
                            VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
-        Ok(on_pool!(&self.pool, p => {
-            sqlx::query_scalar::<_, i64>(SQL)
-                .bind(at)
-                .bind(&entry.actor)
-                .bind(&entry.action)
-                .bind(entry.subscriber.map(|s| s.to_string()))
-                .bind(&entry.outcome)
-                .bind(&entry.detail)
-                .fetch_one(p)
-                .await
-                .map_err(VaultError::db("record an audit entry"))?
-        }))
+        let subscriber = entry.subscriber.map(|s| s.to_string());
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let mut tx = pool
+                    .begin()
+                    .await
+                    .map_err(VaultError::db("begin an audit entry"))?;
+                let id = sqlx::query_scalar::<_, i64>(SQL)
+                    .bind(at)
+                    .bind(&entry.actor)
+                    .bind(&entry.action)
+                    .bind(subscriber)
+                    .bind(&entry.outcome)
+                    .bind(&entry.detail)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(VaultError::db("record an audit entry"))?;
+                Ok(PendingAuditEntry {
+                    id,
+                    tx: PendingTx::Sqlite(tx),
+                })
+            }
+            Pool::Postgres(pool) => {
+                let mut tx = pool
+                    .begin()
+                    .await
+                    .map_err(VaultError::db("begin an audit entry"))?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(AUDIT_LOCK)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(VaultError::db("lock the audit log"))?;
+                let id = sqlx::query_scalar::<_, i64>(SQL)
+                    .bind(at)
+                    .bind(&entry.actor)
+                    .bind(&entry.action)
+                    .bind(subscriber)
+                    .bind(&entry.outcome)
+                    .bind(&entry.detail)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(VaultError::db("record an audit entry"))?;
+                Ok(PendingAuditEntry {
+                    id,
+                    tx: PendingTx::Postgres(tx),
+                })
+            }
+        }
     }
 
     /// Entries with an id above `after`, oldest first, at most `limit` (clamped to

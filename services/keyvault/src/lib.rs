@@ -26,7 +26,7 @@ mod stats;
 mod store;
 mod vault;
 
-pub use audit::{AuditEntry, AuditLog, AuditRecord, MAX_AUDIT_PAGE};
+pub use audit::{AUDIT_LOCK, AuditEntry, AuditLog, AuditRecord, MAX_AUDIT_PAGE, PendingAuditEntry};
 pub use db::truncate_sqlite_wal;
 pub use error::VaultError;
 pub use master::{KEY_BYTES, KeyBytes, MasterKey, MasterKeyRing};
