@@ -67,7 +67,15 @@ struct Row {
     restricted: bool,
     email: Option<String>,
     name: Option<String>,
-    lists: Vec<(String, &'static str, &'static str, DateTime<Utc>)>,
+    lists: Vec<Membership>,
+}
+
+/// One `list_members` row of a subscriber.
+struct Membership {
+    list: String,
+    status: &'static str,
+    reported: &'static str,
+    since: DateTime<Utc>,
 }
 
 #[derive(FromRow)]
@@ -161,13 +169,12 @@ fn evolve(
             name: state.profile().name.as_ref().map(|n| n.as_str().to_owned()),
             lists: state
                 .lists()
-                .map(|(list, membership)| {
-                    (
-                        list.as_str().to_owned(),
-                        list_status_name(membership.status()),
-                        MemberStatus::reported(membership.status(), state.is_restricted()).as_str(),
-                        membership.since().trunc_subsecs(6),
-                    )
+                .map(|(list, membership)| Membership {
+                    list: list.as_str().to_owned(),
+                    status: list_status_name(membership.status()),
+                    reported: MemberStatus::reported(membership.status(), state.is_restricted())
+                        .as_str(),
+                    since: membership.since().trunc_subsecs(6),
                 })
                 .collect(),
         });
@@ -187,20 +194,22 @@ const INSERT_FIRST_CHECKPOINT: &str = "INSERT INTO projection_checkpoints (name,
      VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING";
 const MOVE_CHECKPOINT: &str = "UPDATE projection_checkpoints SET \"commit\" = $2, prepare = $3 \
      WHERE name = $1 AND \"commit\" = $4 AND prepare = $5";
-const UPSERT_SNAPSHOT: &str = "INSERT INTO subscriber_snapshots \
-     (subscriber_id, state, stream_version, \"commit\", prepare) VALUES ($1, $2, $3, $4, $5) \
-     ON CONFLICT (subscriber_id) DO UPDATE SET state = excluded.state, \
+/// Rows per multi-row statement: at most 8 columns × 1,000 rows = 8,000 bind parameters, well
+/// below SQLite's 32,766 and PostgreSQL's 65,535.
+const ROWS_PER_STATEMENT: usize = 1000;
+const INSERT_SNAPSHOTS: &str =
+    "INSERT INTO subscriber_snapshots (subscriber_id, state, stream_version, \"commit\", prepare) ";
+const SNAPSHOT_CONFLICT: &str = " ON CONFLICT (subscriber_id) DO UPDATE SET state = excluded.state, \
      stream_version = excluded.stream_version, \"commit\" = excluded.\"commit\", \
      prepare = excluded.prepare";
-const UPSERT_SUBSCRIBER: &str = "INSERT INTO subscribers \
-     (subscriber_id, locale, restricted, email, name, stream_version, \"commit\", prepare) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-     ON CONFLICT (subscriber_id) DO UPDATE SET locale = excluded.locale, \
+const INSERT_SUBSCRIBERS: &str = "INSERT INTO subscribers \
+     (subscriber_id, locale, restricted, email, name, stream_version, \"commit\", prepare) ";
+const SUBSCRIBER_CONFLICT: &str = " ON CONFLICT (subscriber_id) DO UPDATE SET locale = excluded.locale, \
      restricted = excluded.restricted, email = excluded.email, name = excluded.name, \
      stream_version = excluded.stream_version, \"commit\" = excluded.\"commit\", \
      prepare = excluded.prepare";
-const DELETE_SUBSCRIBER: &str = "DELETE FROM subscribers WHERE subscriber_id = $1";
-const DELETE_MEMBERSHIPS: &str = "DELETE FROM list_members WHERE subscriber_id = $1";
+const DELETE_SUBSCRIBERS: &str = "DELETE FROM subscribers WHERE subscriber_id IN (";
+const DELETE_MEMBERSHIPS: &str = "DELETE FROM list_members WHERE subscriber_id IN (";
 const INSERT_MEMBERSHIPS: &str =
     "INSERT INTO list_members (list_id, subscriber_id, status, reported_status, since) ";
 
@@ -277,57 +286,93 @@ impl ReadModels {
                 );
             }
 
-            for change in evolve(snapshots, decoded)? {
-                sqlx::query(UPSERT_SNAPSHOT)
-                    .bind(change.subscriber)
-                    .bind(&change.state)
-                    .bind(change.version)
-                    .bind(change.commit)
-                    .bind(change.prepare)
+            let changes = evolve(snapshots, decoded)?;
+            for chunk in changes.chunks(ROWS_PER_STATEMENT) {
+                let mut query = QueryBuilder::new(INSERT_SNAPSHOTS);
+                query.push_values(chunk, |mut values, change| {
+                    values
+                        .push_bind(change.subscriber)
+                        .push_bind(change.state.as_str())
+                        .push_bind(change.version)
+                        .push_bind(change.commit)
+                        .push_bind(change.prepare);
+                });
+                query.push(SNAPSHOT_CONFLICT);
+                query
+                    .build()
                     .execute(&mut *tx)
                     .await
-                    .map_err(ReadModelError::db("write snapshot"))?;
-                sqlx::query(DELETE_MEMBERSHIPS)
-                    .bind(change.subscriber)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(ReadModelError::db("delete list memberships"))?;
-                let Some(row) = change.row else {
-                    sqlx::query(DELETE_SUBSCRIBER)
-                        .bind(change.subscriber)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(ReadModelError::db("delete erased subscriber"))?;
-                    continue;
-                };
-                sqlx::query(UPSERT_SUBSCRIBER)
-                    .bind(change.subscriber)
-                    .bind(row.locale)
-                    .bind(row.restricted)
-                    .bind(row.email)
-                    .bind(row.name)
-                    .bind(change.version)
-                    .bind(change.commit)
-                    .bind(change.prepare)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(ReadModelError::db("write subscriber"))?;
-                if !row.lists.is_empty() {
-                    let mut query = QueryBuilder::new(INSERT_MEMBERSHIPS);
-                    query.push_values(row.lists, |mut values, (list, status, reported, since)| {
-                        values
-                            .push_bind(list)
-                            .push_bind(change.subscriber)
-                            .push_bind(status)
-                            .push_bind(reported)
-                            .push_bind(since);
-                    });
+                    .map_err(ReadModelError::db("write snapshots"))?;
+            }
+            // Every touched subscriber's memberships are written afresh; erased subscribers'
+            // rows go.
+            let touched: Vec<Uuid> = changes.iter().map(|c| c.subscriber).collect();
+            let erased: Vec<Uuid> = changes
+                .iter()
+                .filter(|c| c.row.is_none())
+                .map(|c| c.subscriber)
+                .collect();
+            for (sql, ids, what) in [
+                (DELETE_MEMBERSHIPS, &touched, "delete list memberships"),
+                (DELETE_SUBSCRIBERS, &erased, "delete erased subscribers"),
+            ] {
+                for chunk in ids.chunks(IDS_PER_QUERY) {
+                    let mut query = QueryBuilder::new(sql);
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    query.push(")");
                     query
                         .build()
                         .execute(&mut *tx)
                         .await
-                        .map_err(ReadModelError::db("write list memberships"))?;
+                        .map_err(ReadModelError::db(what))?;
                 }
+            }
+            let live: Vec<(&Change, &Row)> = changes
+                .iter()
+                .filter_map(|c| c.row.as_ref().map(|row| (c, row)))
+                .collect();
+            for chunk in live.chunks(ROWS_PER_STATEMENT) {
+                let mut query = QueryBuilder::new(INSERT_SUBSCRIBERS);
+                query.push_values(chunk, |mut values, (change, row)| {
+                    values
+                        .push_bind(change.subscriber)
+                        .push_bind(row.locale)
+                        .push_bind(row.restricted)
+                        .push_bind(row.email.as_deref())
+                        .push_bind(row.name.as_deref())
+                        .push_bind(change.version)
+                        .push_bind(change.commit)
+                        .push_bind(change.prepare);
+                });
+                query.push(SUBSCRIBER_CONFLICT);
+                query
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(ReadModelError::db("write subscribers"))?;
+            }
+            let memberships: Vec<(Uuid, &Membership)> = live
+                .iter()
+                .flat_map(|(change, row)| row.lists.iter().map(|m| (change.subscriber, m)))
+                .collect();
+            for chunk in memberships.chunks(ROWS_PER_STATEMENT) {
+                let mut query = QueryBuilder::new(INSERT_MEMBERSHIPS);
+                query.push_values(chunk, |mut values, (subscriber, membership)| {
+                    values
+                        .push_bind(membership.list.as_str())
+                        .push_bind(*subscriber)
+                        .push_bind(membership.status)
+                        .push_bind(membership.reported)
+                        .push_bind(membership.since);
+                });
+                query
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(ReadModelError::db("write list memberships"))?;
             }
             tx.commit().await.map_err(ReadModelError::db("commit batch"))?;
         });

@@ -149,7 +149,9 @@ impl ProjectionRunner {
     }
 
     /// Applies everything readable now, batch by batch, and returns how many events it applied.
-    /// Errors are returned, not retried.
+    /// Errors are returned, not retried. The next batch is read (and decrypted, behind the
+    /// encrypting store) while the current one is written; it is applied only after the
+    /// current one committed, from the checkpoint that one moved to.
     #[instrument(name = "projection.catch_up_once", skip_all, fields(projection = PROJECTION, backend = models.backend_name()), err)]
     pub async fn catch_up_once(
         &self,
@@ -157,18 +159,23 @@ impl ProjectionRunner {
         models: &ReadModels,
     ) -> Result<u64, ReadModelError> {
         let mut checkpoint: Option<Position> = models.load_checkpoint(PROJECTION).await?;
-        let mut applied = 0_u64;
-        loop {
-            let batch = store
-                .read_all(checkpoint, self.batch_size.max(1))
+        let size = self.batch_size.max(1);
+        let read = |after: Option<Position>| async move {
+            store
+                .read_all(after, size)
                 .await
-                .map_err(ReadModelError::store("reading the log"))?;
-            if batch.is_empty() {
-                return Ok(applied);
-            }
-            checkpoint = models.apply_batch(checkpoint, &batch).await?;
+                .map_err(ReadModelError::store("reading the log"))
+        };
+        let mut batch = read(checkpoint).await?;
+        let mut applied = 0_u64;
+        while let Some(last) = batch.last().map(|e| e.position) {
+            let (moved, next) =
+                tokio::join!(models.apply_batch(checkpoint, &batch), read(Some(last)));
+            checkpoint = moved?;
             applied += batch.len() as u64;
+            batch = next?;
         }
+        Ok(applied)
     }
 
     /// Empties the subscriber read model and replays the whole log into it (for

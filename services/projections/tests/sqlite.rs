@@ -157,3 +157,38 @@ async fn read_models_open_from_a_url_in_wal_mode() {
         "journal_mode=WAL keeps a -wal file beside the database"
     );
 }
+
+fn step() -> impl proptest::strategy::Strategy<Value = suite::Step> {
+    use proptest::prelude::*;
+    use suite::Step;
+    prop_oneof![
+        3 => (1..8_u8).prop_map(Step::Request),
+        3 => Just(Step::MailSent),
+        4 => Just(Step::Confirm),
+        2 => (0..3_u8).prop_map(Step::Unsubscribe),
+        1 => Just(Step::Restrict),
+        1 => Just(Step::Lift),
+        1 => Just(Step::Erase),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(12))]
+
+    /// Property: however the log is cut into batches (one event per transaction, batches of 7,
+    /// a rebuild's large batches), the read models end up the same, erasures included.
+    #[test]
+    fn batching_never_changes_the_rows(
+        steps in proptest::collection::vec((0..12_usize, step()), 1..90)
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut backend = Sqlite::fresh().await;
+            suite::batching_does_not_change_rows(&mut backend, 12, &steps).await;
+        });
+    }
+}

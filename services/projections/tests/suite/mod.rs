@@ -16,7 +16,7 @@ use newsletter_domain::{
     MessageId, PersonName, PolicyVersion, Profile, ReasonText, RequestId, SourceId, Subscriber,
     SubscriberCommand, SubscriberId, UnsubscribeChannel, UnsubscribeScope, UserAgent,
 };
-use newsletter_eventstore::{Clock, EventMetadata, EventStore, StreamId, execute};
+use newsletter_eventstore::{Clock, CommandError, EventMetadata, EventStore, StreamId, execute};
 use newsletter_projections::{
     EmailIndex, MemberCursor, MemberStatus, MemberView, ProjectionRunner, ReadModels, StatusCount,
     SubscriberView,
@@ -53,6 +53,7 @@ macro_rules! read_side_suite {
             keyset_pagination_returns_each_member_once,
             a_crash_mid_way_resumes_from_the_checkpoint_to_identical_rows,
             rebuild_gives_identical_rows,
+            batched_and_one_by_one_application_agree,
             the_runner_follows_live_events_and_stops_on_shutdown,
             concurrent_claims_of_one_address_agree_on_one_id,
             the_email_index_finds_many_and_forgets_on_removal,
@@ -188,16 +189,28 @@ pub async fn exec(
     command: SubscriberCommand,
     now: DateTime<Utc>,
 ) {
+    try_exec(store, id, &command, now)
+        .await
+        .unwrap_or_else(|e| panic!("{} refused: {e}", command.name()));
+}
+
+/// Runs a command through the real decider and the real store at time `now`.
+async fn try_exec(
+    store: &dyn EventStore,
+    id: SubscriberId,
+    command: &SubscriberCommand,
+    now: DateTime<Utc>,
+) -> Result<(), CommandError<newsletter_domain::DomainError>> {
     let stream = StreamId::new(id.stream_name()).unwrap();
     execute::<Subscriber>(
         store,
         &FixedClock(now),
         &stream,
-        &command,
+        command,
         &EventMetadata::default(),
     )
     .await
-    .unwrap_or_else(|e| panic!("{} refused: {e}", command.name()));
+    .map(|_| ())
 }
 
 pub fn new_id() -> SubscriberId {
@@ -212,19 +225,24 @@ pub fn rid() -> RequestId {
 /// as the log holds (a bounded wait: on PostgreSQL a committed event is readable only once no
 /// older transaction is open anywhere in the cluster, which other tests may briefly hold).
 async fn catch_up(backend: &impl Backend) -> u64 {
+    catch_up_with(backend, &backend.models(), &ProjectionRunner::default()).await
+}
+
+/// [`catch_up`] into the given read models with the given runner settings.
+async fn catch_up_with(
+    backend: &impl Backend,
+    models: &ReadModels,
+    runner: &ProjectionRunner,
+) -> u64 {
     let committed = backend.committed_events().await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut applied = 0;
     loop {
-        applied +=
-            newsletter_projections::catch_up_once(backend.store().as_ref(), &backend.models())
-                .await
-                .expect("catch up");
-        let checkpoint = backend
-            .models()
-            .projection_checkpoint()
+        applied += runner
+            .catch_up_once(backend.store().as_ref(), models)
             .await
-            .expect("checkpoint");
+            .expect("catch up");
+        let checkpoint = models.projection_checkpoint().await.expect("checkpoint");
         let behind_or_at = backend
             .store()
             .read_all(None, usize::MAX >> 1)
@@ -741,6 +759,159 @@ pub async fn rebuild_gives_identical_rows(backend: &mut impl Backend) {
     let memberships: usize = before.subscribers.iter().map(|v| v.lists.len()).sum();
     assert_eq!(report.memberships, u64::try_from(memberships).unwrap());
     assert_eq!(dump(&models, &ids).await, before);
+}
+
+/// One step of a generated history: what happens next to one of a few subscribers.
+#[derive(Debug, Clone, Copy)]
+pub enum Step {
+    /// A subscription request for a non-empty subset of the three lists (bit mask).
+    Request(u8),
+    /// The confirmation mail of the subscriber's latest request was sent.
+    MailSent,
+    /// The latest request is confirmed.
+    Confirm,
+    /// Unsubscribe from one of the three lists.
+    Unsubscribe(u8),
+    Restrict,
+    Lift,
+    Erase,
+}
+
+const LISTS: [&str; 3] = ["news", "events", "product"];
+
+/// Runs `steps` (subscriber number, step) through the real decider and store, hour by hour;
+/// steps the domain refuses (confirming without a request, anything after erasure, …) are
+/// skipped. Returns the subscribers' ids.
+pub async fn run_steps(
+    store: &dyn EventStore,
+    subscribers: usize,
+    steps: &[(usize, Step)],
+) -> Vec<SubscriberId> {
+    let ids: Vec<SubscriberId> = (0..subscribers).map(|_| new_id()).collect();
+    let mut requests: Vec<Option<RequestId>> = vec![None; subscribers];
+    for (hour, &(who, step)) in steps.iter().enumerate() {
+        let who = who % subscribers;
+        let at = t(hour as i64);
+        let command = match step {
+            Step::Request(mask) => {
+                let req = rid();
+                requests[who] = Some(req);
+                let lists: Vec<&str> = LISTS
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| (mask.max(1) >> i) & 1 == 1)
+                    .map(|(_, l)| *l)
+                    .collect();
+                let lists = if lists.is_empty() {
+                    vec!["news"]
+                } else {
+                    lists
+                };
+                request(req, &lists, &email(who), Some("Reader"), at)
+            }
+            Step::MailSent => match requests[who] {
+                Some(req) => mail_sent(req, hour as u32),
+                None => continue,
+            },
+            Step::Confirm => match requests[who] {
+                Some(req) => confirm(req, at),
+                None => continue,
+            },
+            Step::Unsubscribe(list) => unsubscribe(LISTS[usize::from(list) % LISTS.len()]),
+            Step::Restrict => restrict(),
+            Step::Lift => lift(),
+            Step::Erase => erase(),
+        };
+        match try_exec(store, ids[who], &command, at).await {
+            Ok(_) | Err(CommandError::Refused(_)) => {}
+            Err(e) => panic!("{} failed: {e}", command.name()),
+        }
+    }
+    ids
+}
+
+/// The rows a history projects to do not depend on how the log is cut into batches: one event
+/// per transaction, batches of 7 (cutting subscribers' histories apart) and a rebuild (large
+/// batches) give the same answers. Checked on the given steps.
+pub async fn batching_does_not_change_rows(
+    backend: &mut impl Backend,
+    subscribers: usize,
+    steps: &[(usize, Step)],
+) -> (Vec<SubscriberId>, Dump) {
+    let store = backend.store();
+    let ids = run_steps(store.as_ref(), subscribers, steps).await;
+    let one_by_one = backend.other_models().await;
+    let single = ProjectionRunner {
+        batch_size: 1,
+        ..ProjectionRunner::default()
+    };
+    catch_up_with(backend, &one_by_one, &single).await;
+    let expected = dump(&one_by_one, &ids).await;
+
+    let sevens = backend.other_models().await;
+    let seven = ProjectionRunner {
+        batch_size: 7,
+        ..ProjectionRunner::default()
+    };
+    catch_up_with(backend, &sevens, &seven).await;
+    assert_eq!(dump(&sevens, &ids).await, expected, "batches of 7");
+
+    let models = backend.models();
+    newsletter_projections::rebuild(store.as_ref(), &models)
+        .await
+        .unwrap();
+    // Rebuild reads what is readable now; make sure that is everything.
+    catch_up_with(backend, &models, &ProjectionRunner::default()).await;
+    assert_eq!(dump(&models, &ids).await, expected, "rebuild");
+    (ids, expected)
+}
+
+/// [`batching_does_not_change_rows`] on a pseudo-random history of 40 subscribers with an
+/// erasure in the middle of it, so that a batch holds an erasure among other subscribers'
+/// events.
+pub async fn batched_and_one_by_one_application_agree(backend: &mut impl Backend) {
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        // xorshift64
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut steps = Vec::new();
+    for who in 0..40 {
+        steps.push((who, Step::Request(3)));
+    }
+    for i in 0..300_u32 {
+        let who = (next() % 40) as usize;
+        let step = match next() % 16 {
+            0..=2 => Step::MailSent,
+            3..=6 => Step::Confirm,
+            7 | 8 => Step::Request((next() % 7 + 1) as u8),
+            9 | 10 => Step::Unsubscribe((next() % 3) as u8),
+            11 => Step::Restrict,
+            12 => Step::Lift,
+            13 if i.is_multiple_of(3) => Step::Erase,
+            _ => Step::MailSent,
+        };
+        steps.push((who, step));
+        if i == 150 {
+            steps.push((5, Step::Erase));
+        }
+    }
+    let (ids, expected) = batching_does_not_change_rows(backend, 40, &steps).await;
+    assert!(
+        expected.subscribers.iter().all(|v| v.id != ids[5]),
+        "the erased subscriber has no view"
+    );
+    assert!(
+        expected.subscribers.len() > 10,
+        "most subscribers have views"
+    );
+    assert!(
+        expected.listings.values().map(Vec::len).sum::<usize>() > 10,
+        "listings are not trivially empty"
+    );
 }
 
 pub async fn the_runner_follows_live_events_and_stops_on_shutdown(backend: &mut impl Backend) {
