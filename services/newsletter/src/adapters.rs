@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use newsletter_eventstore::{EventStore, Position};
 use newsletter_mailer::{CheckpointError, CheckpointStore};
-use newsletter_projections::{EmailIndex, MemberCursor, MemberStatus, ReadModels, SubscriberView};
+use newsletter_projections::{
+    EmailIndex, LiveStatus, MemberCursor, MemberStatus, MembershipView, ReadModels, SubscriberView,
+};
 
 /// The email index as the API's directory.
 pub struct Directory(pub EmailIndex);
@@ -54,21 +56,24 @@ fn member_status(status: StatusName) -> MemberStatus {
     }
 }
 
+fn list_views(lists: Vec<MembershipView>) -> Vec<ListStatusView> {
+    lists
+        .into_iter()
+        .map(|m| ListStatusView {
+            list: m.list,
+            status: status_name(m.status),
+            since: m.since,
+        })
+        .collect()
+}
+
 fn record(view: SubscriberView) -> SubscriberRecord {
     SubscriberRecord {
         id: view.id,
         email: view.email,
         name: view.name.map(|n| n.as_str().to_owned()),
         locale: view.locale,
-        lists: view
-            .lists
-            .into_iter()
-            .map(|m| ListStatusView {
-                list: m.list,
-                status: status_name(m.status),
-                since: m.since,
-            })
-            .collect(),
+        lists: list_views(view.lists),
     }
 }
 
@@ -114,6 +119,59 @@ impl StatusQueries for Queries {
                 .collect(),
             next_after: next.map(|cursor| cursor.0),
         })
+    }
+}
+
+/// The status queries with status by id from the in-memory [`LiveStatus`] once it is loaded
+/// (from the SQL read model until then); lookups and listings from the SQL read model.
+pub struct LiveQueries {
+    /// The in-memory status projection.
+    pub live: LiveStatus,
+    /// The SQL read model.
+    pub sql: Queries,
+}
+
+#[async_trait]
+impl StatusQueries for LiveQueries {
+    async fn subscriber(&self, id: SubscriberId) -> Result<Option<SubscriberRecord>, PortError> {
+        if !self.live.is_loaded() {
+            return self.sql.subscriber(id).await;
+        }
+        Ok(self.live.get(id).map(|view| SubscriberRecord {
+            id: view.id,
+            email: None,
+            name: None,
+            locale: view.locale,
+            lists: list_views(view.lists),
+        }))
+    }
+
+    async fn subscribers(&self, ids: &[SubscriberId]) -> Result<Vec<SubscriberRecord>, PortError> {
+        self.sql.subscribers(ids).await
+    }
+
+    async fn list_members(
+        &self,
+        list: &ListId,
+        status: StatusName,
+        after: Option<SubscriberId>,
+        limit: usize,
+    ) -> Result<MemberPage, PortError> {
+        self.sql.list_members(list, status, after, limit).await
+    }
+}
+
+/// Readiness of the API's in-memory status view: not ready until it has loaded.
+pub struct LiveStatusReadiness(pub LiveStatus);
+
+#[async_trait]
+impl Readiness for LiveStatusReadiness {
+    async fn check(&self) -> Result<(), PortError> {
+        if self.0.is_loaded() {
+            Ok(())
+        } else {
+            Err("the in-memory status view is still loading".into())
+        }
     }
 }
 
