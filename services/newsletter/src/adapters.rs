@@ -35,8 +35,15 @@ impl SubscriberDirectory for Directory {
     }
 }
 
-/// The read models as the API's status queries.
-pub struct Queries(pub ReadModels);
+/// The read models as the API's status queries: status by id from the in-memory view once it
+/// is loaded (from the SQL read model until then, or without a view), lookups and listings from
+/// the SQL read model.
+pub struct Queries {
+    /// The SQL read model.
+    pub models: ReadModels,
+    /// The in-memory status view, if this process keeps one.
+    pub live: Option<LiveStatus>,
+}
 
 fn status_name(status: MemberStatus) -> StatusName {
     match status {
@@ -80,12 +87,21 @@ fn record(view: SubscriberView) -> SubscriberRecord {
 #[async_trait]
 impl StatusQueries for Queries {
     async fn subscriber(&self, id: SubscriberId) -> Result<Option<SubscriberRecord>, PortError> {
-        Ok(self.0.subscriber(id).await?.map(record))
+        if let Some(live) = self.live.as_ref().filter(|live| live.is_loaded()) {
+            return Ok(live.get(id).map(|view| SubscriberRecord {
+                id: view.id,
+                email: None,
+                name: None,
+                locale: view.locale,
+                lists: list_views(view.lists),
+            }));
+        }
+        Ok(self.models.subscriber(id).await?.map(record))
     }
 
     async fn subscribers(&self, ids: &[SubscriberId]) -> Result<Vec<SubscriberRecord>, PortError> {
         Ok(self
-            .0
+            .models
             .subscribers_by_ids(ids)
             .await?
             .into_iter()
@@ -101,7 +117,7 @@ impl StatusQueries for Queries {
         limit: usize,
     ) -> Result<MemberPage, PortError> {
         let (members, next) = self
-            .0
+            .models
             .list_members(list, member_status(status), after.map(MemberCursor), limit)
             .await?;
         Ok(MemberPage {
@@ -119,45 +135,6 @@ impl StatusQueries for Queries {
                 .collect(),
             next_after: next.map(|cursor| cursor.0),
         })
-    }
-}
-
-/// The status queries with status by id from the in-memory [`LiveStatus`] once it is loaded
-/// (from the SQL read model until then); lookups and listings from the SQL read model.
-pub struct LiveQueries {
-    /// The in-memory status projection.
-    pub live: LiveStatus,
-    /// The SQL read model.
-    pub sql: Queries,
-}
-
-#[async_trait]
-impl StatusQueries for LiveQueries {
-    async fn subscriber(&self, id: SubscriberId) -> Result<Option<SubscriberRecord>, PortError> {
-        if !self.live.is_loaded() {
-            return self.sql.subscriber(id).await;
-        }
-        Ok(self.live.get(id).map(|view| SubscriberRecord {
-            id: view.id,
-            email: None,
-            name: None,
-            locale: view.locale,
-            lists: list_views(view.lists),
-        }))
-    }
-
-    async fn subscribers(&self, ids: &[SubscriberId]) -> Result<Vec<SubscriberRecord>, PortError> {
-        self.sql.subscribers(ids).await
-    }
-
-    async fn list_members(
-        &self,
-        list: &ListId,
-        status: StatusName,
-        after: Option<SubscriberId>,
-        limit: usize,
-    ) -> Result<MemberPage, PortError> {
-        self.sql.list_members(list, status, after, limit).await
     }
 }
 

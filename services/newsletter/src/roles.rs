@@ -23,9 +23,7 @@ use newsletter_projections::{
 use tokio::sync::watch;
 
 use crate::adapters::MeteredStore;
-use crate::adapters::{
-    Checkpoints, Directory, LiveQueries, LiveStatusReadiness, Queries, StorageReadiness,
-};
+use crate::adapters::{Checkpoints, Directory, LiveStatusReadiness, Queries, StorageReadiness};
 use crate::lease::{Lease, LeaseStore};
 use crate::privacy::Privacy;
 use crate::secrets::Secrets;
@@ -237,9 +235,9 @@ fn api_state(
     Ok(ApiState {
         store: Arc::clone(&storage.store),
         directory: Arc::new(Directory(storage.index.clone())),
-        queries: Arc::new(LiveQueries {
-            live: live.clone(),
-            sql: Queries(storage.models.clone()),
+        queries: Arc::new(Queries {
+            models: storage.models.clone(),
+            live: Some(live.clone()),
         }),
         readiness: Arc::new(AllReady(vec![
             Arc::new(StorageReadiness {

@@ -56,6 +56,7 @@ use crate::apply::{PROJECTION, decode, reported_lists, subscriber_of};
 use crate::db::{Pool, on_pool};
 use crate::error::{ReadModelError, to_u64};
 use crate::models::{ReadModels, parse_locale, parse_status};
+use crate::runner::{backoff, next_batch};
 use crate::views::{MemberStatus, MembershipView};
 
 /// A subscriber's statuses as the in-memory view holds them: no personal data.
@@ -89,9 +90,6 @@ impl Default for LiveStatusOptions {
         }
     }
 }
-
-/// The longest wait between two attempts after failures.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The subscriber status projection in memory (see the module documentation). Cheap to clone:
 /// clones share one view.
@@ -387,58 +385,37 @@ impl LiveStatus {
         F: Future<Output = ()> + Send,
     {
         let span = info_span!("live_status.run", backend = models.backend_name());
-        self.run_inner(log, store, models, options, shutdown)
-            .instrument(span)
-            .await;
-    }
-
-    async fn run_inner<F>(
-        &self,
-        log: Arc<dyn EventStore>,
-        store: Arc<dyn EventStore>,
-        models: ReadModels,
-        options: LiveStatusOptions,
-        shutdown: F,
-    ) where
-        F: Future<Output = ()> + Send,
-    {
-        let mut shutdown = std::pin::pin!(shutdown);
-        let mut failures = 0_u32;
-        loop {
-            let result = if self.is_loaded() {
-                self.follow(
-                    &log,
-                    store.as_ref(),
-                    options,
-                    &mut failures,
-                    shutdown.as_mut(),
-                )
-                .await
-            } else {
-                self.load(&models).await.map(|()| false)
-            };
-            match result {
-                Ok(true) => return,
-                Ok(false) => {
-                    tracing::info!(subscribers = self.len(), position = ?self.position(), "status view loaded");
-                    failures = 0;
-                }
-                Err(error) => {
-                    failures = failures.saturating_add(1);
-                    let factor = 2_u32.saturating_pow(failures.saturating_sub(1).min(16));
-                    let wait = options
-                        .retry_backoff
-                        .saturating_mul(factor)
-                        .min(MAX_BACKOFF);
-                    tracing::warn!(%error, failures, wait_ms = wait.as_millis() as u64, "status view failed; retrying from its position");
-                    tokio::select! {
-                        biased;
-                        () = shutdown.as_mut() => return,
-                        () = tokio::time::sleep(wait) => {}
+        async move {
+            let mut shutdown = std::pin::pin!(shutdown);
+            let mut failures = 0_u32;
+            loop {
+                let result = if self.is_loaded() {
+                    self.follow(&log, store.as_ref(), options, &mut failures, shutdown.as_mut())
+                        .await
+                } else {
+                    self.load(&models).await.map(|()| false)
+                };
+                match result {
+                    Ok(true) => return,
+                    Ok(false) => {
+                        tracing::info!(subscribers = self.len(), position = ?self.position(), "status view loaded");
+                        failures = 0;
+                    }
+                    Err(error) => {
+                        failures = failures.saturating_add(1);
+                        let wait = backoff(options.retry_backoff, failures);
+                        tracing::warn!(%error, failures, wait_ms = wait.as_millis() as u64, "status view failed; retrying from its position");
+                        tokio::select! {
+                            biased;
+                            () = shutdown.as_mut() => return,
+                            () = tokio::time::sleep(wait) => {}
+                        }
                     }
                 }
             }
         }
+        .instrument(span)
+        .await;
     }
 
     /// Follows the log from the view's position until shutdown (`Ok(true)`) or a failure.
@@ -459,26 +436,12 @@ impl LiveStatus {
                 poll_interval: options.poll_interval,
             },
         );
-        loop {
-            let first = tokio::select! {
-                biased;
-                () = shutdown.as_mut() => return Ok(true),
-                next = subscription.next() => next.map_err(ReadModelError::store("reading the log"))?,
-            };
-            let mut batch = vec![first];
-            while batch.len() < batch_size {
-                match subscription
-                    .try_next()
-                    .await
-                    .map_err(ReadModelError::store("reading the log"))?
-                {
-                    Some(event) => batch.push(event),
-                    None => break,
-                }
-            }
+        while let Some(batch) = next_batch(&mut subscription, batch_size, shutdown.as_mut()).await?
+        {
             self.apply(store, &batch).await?;
             *failures = 0;
         }
+        Ok(true)
     }
 }
 
