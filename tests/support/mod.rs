@@ -1104,6 +1104,28 @@ impl Service {
         }
     }
 
+    /// Waits until `email` is no longer in the listing of `list` with `status`. Listings come
+    /// from the SQL read model, status by id from the API's in-memory view: after a change the
+    /// two may disagree for a moment.
+    pub async fn wait_unlisted(&self, list: &str, status: &str, email: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let all = self.list_all(list, status, 100).await;
+            if !all.iter().any(|e| {
+                e["email"]
+                    .as_str()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(email))
+            }) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{email} still in the `{status}` listing of `{list}` after {DEADLINE:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Every subscriber of `list` with `status`, following `next` cursors (page size `limit`).
     pub async fn list_all(&self, list: &str, status: &str, limit: u32) -> Vec<Value> {
         let mut all = Vec::new();

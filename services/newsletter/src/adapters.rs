@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use newsletter_eventstore::{EventStore, Position};
 use newsletter_mailer::{CheckpointError, CheckpointStore};
-use newsletter_projections::{EmailIndex, MemberCursor, MemberStatus, ReadModels, SubscriberView};
+use newsletter_projections::{
+    EmailIndex, LiveStatus, MemberCursor, MemberStatus, MembershipView, ReadModels, SubscriberView,
+};
 
 /// The email index as the API's directory.
 pub struct Directory(pub EmailIndex);
@@ -33,8 +35,15 @@ impl SubscriberDirectory for Directory {
     }
 }
 
-/// The read models as the API's status queries.
-pub struct Queries(pub ReadModels);
+/// The read models as the API's status queries: status by id from the in-memory view once it
+/// is loaded (from the SQL read model until then, or without a view), lookups and listings from
+/// the SQL read model.
+pub struct Queries {
+    /// The SQL read model.
+    pub models: ReadModels,
+    /// The in-memory status view, if this process keeps one.
+    pub live: Option<LiveStatus>,
+}
 
 fn status_name(status: MemberStatus) -> StatusName {
     match status {
@@ -54,33 +63,45 @@ fn member_status(status: StatusName) -> MemberStatus {
     }
 }
 
+fn list_views(lists: Vec<MembershipView>) -> Vec<ListStatusView> {
+    lists
+        .into_iter()
+        .map(|m| ListStatusView {
+            list: m.list,
+            status: status_name(m.status),
+            since: m.since,
+        })
+        .collect()
+}
+
 fn record(view: SubscriberView) -> SubscriberRecord {
     SubscriberRecord {
         id: view.id,
         email: view.email,
         name: view.name.map(|n| n.as_str().to_owned()),
         locale: view.locale,
-        lists: view
-            .lists
-            .into_iter()
-            .map(|m| ListStatusView {
-                list: m.list,
-                status: status_name(m.status),
-                since: m.since,
-            })
-            .collect(),
+        lists: list_views(view.lists),
     }
 }
 
 #[async_trait]
 impl StatusQueries for Queries {
     async fn subscriber(&self, id: SubscriberId) -> Result<Option<SubscriberRecord>, PortError> {
-        Ok(self.0.subscriber(id).await?.map(record))
+        if let Some(live) = self.live.as_ref().filter(|live| live.is_loaded()) {
+            return Ok(live.get(id).map(|view| SubscriberRecord {
+                id: view.id,
+                email: None,
+                name: None,
+                locale: view.locale,
+                lists: list_views(view.lists),
+            }));
+        }
+        Ok(self.models.subscriber(id).await?.map(record))
     }
 
     async fn subscribers(&self, ids: &[SubscriberId]) -> Result<Vec<SubscriberRecord>, PortError> {
         Ok(self
-            .0
+            .models
             .subscribers_by_ids(ids)
             .await?
             .into_iter()
@@ -96,7 +117,7 @@ impl StatusQueries for Queries {
         limit: usize,
     ) -> Result<MemberPage, PortError> {
         let (members, next) = self
-            .0
+            .models
             .list_members(list, member_status(status), after.map(MemberCursor), limit)
             .await?;
         Ok(MemberPage {
@@ -114,6 +135,20 @@ impl StatusQueries for Queries {
                 .collect(),
             next_after: next.map(|cursor| cursor.0),
         })
+    }
+}
+
+/// Readiness of the API's in-memory status view: not ready until it has loaded.
+pub struct LiveStatusReadiness(pub LiveStatus);
+
+#[async_trait]
+impl Readiness for LiveStatusReadiness {
+    async fn check(&self) -> Result<(), PortError> {
+        if self.0.is_loaded() {
+            Ok(())
+        } else {
+            Err("the in-memory status view is still loading".into())
+        }
     }
 }
 

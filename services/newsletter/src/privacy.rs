@@ -62,7 +62,7 @@ use newsletter_keyvault::{
     AuditEntry, AuditLog, AuditRecord, Destroyed, KeyVault, Stats, subscriber_of,
     truncate_sqlite_wal,
 };
-use newsletter_projections::{EmailIndex, MemberStatus, ProjectionRunner, ReadModels};
+use newsletter_projections::{EmailIndex, LiveStatus, MemberStatus, ProjectionRunner, ReadModels};
 use uuid::Uuid;
 
 /// Why a privacy operation failed. Names subscribers by their opaque id only.
@@ -114,6 +114,9 @@ pub struct Privacy {
     pub clock: Arc<dyn Clock>,
     /// The configured privacy-policy versions.
     pub policies: Vec<PolicyInfo>,
+    /// The API's in-memory status view, when this process serves one: an erasure also waits
+    /// until the view no longer holds the subscriber.
+    pub live: Option<LiveStatus>,
 }
 
 fn stream_of(subscriber: SubscriberId) -> Result<StreamId, PrivacyError> {
@@ -607,7 +610,8 @@ impl Privacy {
     }
 
     /// Catches the subscriber projection up (safe beside a running projector: the checkpoint
-    /// moves by compare-and-set) until the subscriber's rows are gone, for up to 15 s.
+    /// moves by compare-and-set) until the subscriber's rows are gone, and waits until this
+    /// process's in-memory status view (if any) has dropped the subscriber, for up to 15 s.
     async fn wait_for_read_model(&self, subscriber: SubscriberId) -> bool {
         let runner = ProjectionRunner::default();
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
@@ -618,8 +622,13 @@ impl Privacy {
             {
                 tracing::debug!(%error, "catch-up after erasure raced the projector; waiting");
             }
+            let in_view = self
+                .live
+                .as_ref()
+                .is_some_and(|live| live.contains(subscriber));
             match self.models.subscriber(subscriber).await {
-                Ok(None) => return true,
+                Ok(None) if !in_view => return true,
+                Ok(None) => {}
                 Ok(Some(_)) => {}
                 Err(error) => {
                     tracing::warn!(%error, "cannot check the read model after an erasure")

@@ -17,11 +17,13 @@ use newsletter_keyvault::{AuditLog, EncryptingEventStore, KeyVault, Stats};
 use newsletter_mailer::{
     FileMailTransport, MailTransport, Mailer, MailerConfig, RetryPolicy, SmtpMailTransport,
 };
-use newsletter_projections::{EmailIndex, ProjectionRunner, ReadModels};
+use newsletter_projections::{
+    EmailIndex, LiveStatus, LiveStatusOptions, ProjectionRunner, ReadModels,
+};
 use tokio::sync::watch;
 
 use crate::adapters::MeteredStore;
-use crate::adapters::{Checkpoints, Directory, Queries, StorageReadiness};
+use crate::adapters::{Checkpoints, Directory, LiveStatusReadiness, Queries, StorageReadiness};
 use crate::lease::{Lease, LeaseStore};
 use crate::privacy::Privacy;
 use crate::secrets::Secrets;
@@ -191,6 +193,7 @@ pub fn privacy(settings: &Settings, storage: &Storage) -> Privacy {
         sqlite_files: storage.sqlite_files.clone(),
         clock: Arc::new(SystemClock),
         policies: settings.policies.clone(),
+        live: None,
     }
 }
 
@@ -206,6 +209,7 @@ fn api_state(
     secrets: &Secrets,
     storage: &Storage,
     metrics: &Arc<Metrics>,
+    live: &LiveStatus,
 ) -> Result<ApiState, SettingError> {
     let lists = ListCatalog::new(settings.lists.iter().map(String::as_str))
         .map_err(|e| SettingError::new("NEWSLETTER_LISTS", e.to_string()))?;
@@ -232,11 +236,17 @@ fn api_state(
     Ok(ApiState {
         store: Arc::clone(&storage.store),
         directory: Arc::new(Directory(storage.index.clone())),
-        queries: Arc::new(Queries(storage.models.clone())),
-        readiness: Arc::new(StorageReadiness {
-            store: Arc::clone(&storage.store),
+        queries: Arc::new(Queries {
             models: storage.models.clone(),
+            live: Some(live.clone()),
         }),
+        readiness: Arc::new(AllReady(vec![
+            Arc::new(StorageReadiness {
+                store: Arc::clone(&storage.store),
+                models: storage.models.clone(),
+            }),
+            Arc::new(LiveStatusReadiness(live.clone())),
+        ])),
         keys: Arc::new(secrets.keys.clone()),
         tokens: Arc::new(tokens),
         config: Arc::new(ApiConfig {
@@ -254,7 +264,10 @@ fn api_state(
         clock: Arc::new(SystemClock),
         signup_limiter: Arc::new(RateLimiter::per_minute(settings.signup_rate_limit)),
         metrics: Arc::clone(metrics),
-        privacy: Arc::new(privacy(settings, storage)),
+        privacy: Arc::new(Privacy {
+            live: Some(live.clone()),
+            ..privacy(settings, storage)
+        }),
     })
 }
 
@@ -441,7 +454,33 @@ pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
     };
     let lease_lost;
     if roles.api {
-        let state = api_state(&raw, &settings, &secrets, &storage, &metrics)?;
+        // Status by id is answered from memory: load the read model once, then follow the log.
+        let live = LiveStatus::new();
+        let sampler = Sampler {
+            store: Arc::clone(&storage.sealed_store),
+            models: storage.models.clone(),
+            metrics: Arc::clone(&metrics),
+        };
+        let (view, log, store, models) = (
+            live.clone(),
+            Arc::clone(&storage.sealed_store),
+            Arc::clone(&storage.store),
+            storage.models.clone(),
+        );
+        let stop = stop_rx.clone();
+        tasks.spawn(async move {
+            tokio::join!(
+                view.run(
+                    log,
+                    store,
+                    models,
+                    LiveStatusOptions::default(),
+                    when_stopped(&stop)
+                ),
+                sampler.live_status(&view, when_stopped(&stop)),
+            );
+        });
+        let state = api_state(&raw, &settings, &secrets, &storage, &metrics, &live)?;
         let metrics_data = web::Data::new(Arc::clone(&metrics));
         let data = web::Data::new(state);
         let server = HttpServer::new(move || {
@@ -536,6 +575,8 @@ struct Sampler {
 const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// The most events the sampler counts behind a checkpoint.
 const LAG_CAP: usize = 10_000;
+/// The `projection` label of the API's in-memory status view.
+const LIVE_STATUS: &str = "live_status";
 
 impl Sampler {
     /// How many events follow `checkpoint` (capped), and the age of the first one in seconds.
@@ -557,22 +598,7 @@ impl Sampler {
         tokio::pin!(shutdown);
         loop {
             if let Ok(checkpoint) = self.models.projection_checkpoint().await {
-                let position =
-                    checkpoint.map_or(0, |p| i64::try_from(p.prepare).unwrap_or(i64::MAX));
-                self.metrics
-                    .projection_position
-                    .with_label_values(&["subscribers"])
-                    .set(position);
-                if let Some((events, seconds)) = self.behind(checkpoint).await {
-                    self.metrics
-                        .projection_lag_events
-                        .with_label_values(&["subscribers"])
-                        .set(events);
-                    self.metrics
-                        .projection_lag_seconds
-                        .with_label_values(&["subscribers"])
-                        .set(seconds);
-                }
+                self.report_position("subscribers", checkpoint).await;
             }
             if let Ok(counts) = self.models.counts().await {
                 self.metrics.subscribers.reset();
@@ -587,6 +613,48 @@ impl Sampler {
                 () = &mut shutdown => return,
                 () = tokio::time::sleep(SAMPLE_EVERY) => {}
             }
+        }
+    }
+
+    /// Position and lag of the API's in-memory status view.
+    async fn live_status(
+        &self,
+        live: &LiveStatus,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            if live.is_loaded() {
+                let position = live.position();
+                self.report_position(LIVE_STATUS, position).await;
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(SAMPLE_EVERY) => {}
+            }
+        }
+    }
+
+    /// Sets a projection's position and lag gauges.
+    async fn report_position(
+        &self,
+        projection: &str,
+        checkpoint: Option<newsletter_eventstore::Position>,
+    ) {
+        let position = checkpoint.map_or(0, |p| i64::try_from(p.prepare).unwrap_or(i64::MAX));
+        self.metrics
+            .projection_position
+            .with_label_values(&[projection])
+            .set(position);
+        if let Some((events, seconds)) = self.behind(checkpoint).await {
+            self.metrics
+                .projection_lag_events
+                .with_label_values(&[projection])
+                .set(events);
+            self.metrics
+                .projection_lag_seconds
+                .with_label_values(&[projection])
+                .set(seconds);
         }
     }
 

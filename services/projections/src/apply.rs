@@ -29,7 +29,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, SubsecRound, Utc};
-use newsletter_domain::{Decider, Subscriber, SubscriberEvent, SubscriberState};
+use newsletter_domain::{
+    Decider, ListId, ListStatus, Subscriber, SubscriberEvent, SubscriberState,
+};
 use newsletter_eventstore::{Position, RecordedEvent};
 use sqlx::{FromRow, QueryBuilder};
 use tracing::instrument;
@@ -44,9 +46,9 @@ use crate::views::{MemberStatus, list_status_name};
 pub(crate) const PROJECTION: &str = "projection.subscribers";
 
 /// One subscriber event of a batch, decoded.
-struct Decoded {
-    subscriber: Uuid,
-    event: SubscriberEvent,
+pub(crate) struct Decoded {
+    pub(crate) subscriber: Uuid,
+    pub(crate) event: SubscriberEvent,
     position: Position,
     version: u64,
 }
@@ -85,7 +87,7 @@ struct SnapshotRow {
 }
 
 /// The subscriber a stream belongs to; `None` for streams that are not a subscriber's.
-fn subscriber_of(stream: &str) -> Option<Uuid> {
+pub(crate) fn subscriber_of(stream: &str) -> Option<Uuid> {
     stream
         .strip_prefix("subscriber-")
         .and_then(|id| Uuid::parse_str(id).ok())
@@ -101,7 +103,9 @@ fn describe(error: &serde_json::Error) -> String {
     )
 }
 
-fn decode(events: &[RecordedEvent]) -> Result<Vec<Decoded>, ReadModelError> {
+/// Decodes the subscriber events among `events` (other streams are skipped); an event that
+/// cannot be decoded is an error naming its place, never its payload.
+pub(crate) fn decode(events: &[RecordedEvent]) -> Result<Vec<Decoded>, ReadModelError> {
     let mut decoded = Vec::with_capacity(events.len());
     for recorded in events {
         let Some(subscriber) = subscriber_of(recorded.stream.as_str()) else {
@@ -133,6 +137,22 @@ fn decode(events: &[RecordedEvent]) -> Result<Vec<Decoded>, ReadModelError> {
         });
     }
     Ok(decoded)
+}
+
+/// Every list of a subscriber's state as the read side reports it: the list, the domain's
+/// status, the reported status (`Restricted` on every list while restricted) and since when, to
+/// the microsecond (what the databases store). In list order.
+pub(crate) fn reported_lists(
+    state: &SubscriberState,
+) -> impl Iterator<Item = (&ListId, ListStatus, MemberStatus, DateTime<Utc>)> {
+    state.lists().map(|(list, membership)| {
+        (
+            list,
+            membership.status(),
+            MemberStatus::reported(membership.status(), state.is_restricted()),
+            membership.since().trunc_subsecs(6),
+        )
+    })
 }
 
 /// Evolves the loaded snapshots by the batch's events and says what to write.
@@ -167,14 +187,12 @@ fn evolve(
             restricted: state.is_restricted(),
             email: state.email().map(|e| e.as_str().to_owned()),
             name: state.profile().name.as_ref().map(|n| n.as_str().to_owned()),
-            lists: state
-                .lists()
-                .map(|(list, membership)| Membership {
+            lists: reported_lists(&state)
+                .map(|(list, status, reported, since)| Membership {
                     list: list.as_str().to_owned(),
-                    status: list_status_name(membership.status()),
-                    reported: MemberStatus::reported(membership.status(), state.is_restricted())
-                        .as_str(),
-                    since: membership.since().trunc_subsecs(6),
+                    status: list_status_name(status),
+                    reported: reported.as_str(),
+                    since,
                 })
                 .collect(),
         });

@@ -9,6 +9,9 @@
 //!   skips one is described in the `apply` module's source documentation: in short, each batch
 //!   moves the checkpoint by compare-and-set in the same transaction as its rows.
 //! - [`ProjectionRunner`]: `run` (catch-up then live, until shutdown), `catch_up_once`, `rebuild`.
+//! - [`LiveStatus`]: the status projection in memory (locale and list statuses, no personal
+//!   data) for the API's status by id: loaded from the read model with its checkpoint in one
+//!   transaction, then following the log from there.
 //! - [`EmailIndex`]: keyed hash of the normalised address → subscriber id; not a projection and
 //!   never rebuilt.
 //!
@@ -26,12 +29,14 @@ mod apply;
 mod db;
 mod email_index;
 mod error;
+mod live_status;
 mod models;
 mod runner;
 mod views;
 
 pub use email_index::{EmailIndex, EmailIndexKey, MAX_FIND_MANY};
 pub use error::ReadModelError;
+pub use live_status::{LiveStatus, LiveStatusOptions, StatusView};
 pub use models::{MAX_PAGE_SIZE, ReadModels};
 pub use runner::{ProjectionRunner, catch_up_once, rebuild};
 pub use views::{

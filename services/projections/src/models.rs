@@ -99,7 +99,10 @@ const LIST_NEXT_PAGE: &str = "SELECT m.subscriber_id, m.reported_status, m.since
      WHERE m.list_id = $1 AND m.reported_status = $2 AND m.subscriber_id > $4 \
      ORDER BY m.subscriber_id LIMIT $3";
 
-fn parse_locale(value: Option<String>, location: &str) -> Result<Option<Locale>, ReadModelError> {
+pub(crate) fn parse_locale(
+    value: Option<String>,
+    location: &str,
+) -> Result<Option<Locale>, ReadModelError> {
     value
         .map(|v| Locale::parse(&v).map_err(|e| ReadModelError::corrupt(location, e.to_string())))
         .transpose()
@@ -124,7 +127,7 @@ fn parse_name(value: Option<String>, location: &str) -> Result<Option<PersonName
         .transpose()
 }
 
-fn parse_status(value: &str, location: &str) -> Result<MemberStatus, ReadModelError> {
+pub(crate) fn parse_status(value: &str, location: &str) -> Result<MemberStatus, ReadModelError> {
     MemberStatus::from_name(value)
         .ok_or_else(|| ReadModelError::corrupt(location, "unknown status"))
 }

@@ -4,7 +4,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use newsletter_eventstore::{EventStore, Position, Subscription, SubscriptionOptions};
+use newsletter_eventstore::{
+    EventStore, Position, RecordedEvent, Subscription, SubscriptionOptions,
+};
 use tracing::{Instrument, info_span, instrument};
 
 use crate::apply::PROJECTION;
@@ -118,34 +120,17 @@ impl ProjectionRunner {
                 poll_interval: self.poll_interval,
             },
         );
-        loop {
-            let first = tokio::select! {
-                biased;
-                () = shutdown.as_mut() => return Ok(()),
-                next = subscription.next() => next.map_err(ReadModelError::store("reading the log"))?,
-            };
-            let mut batch = vec![first];
-            while batch.len() < batch_size {
-                match subscription
-                    .try_next()
-                    .await
-                    .map_err(ReadModelError::store("reading the log"))?
-                {
-                    Some(event) => batch.push(event),
-                    None => break,
-                }
-            }
+        while let Some(batch) = next_batch(&mut subscription, batch_size, shutdown.as_mut()).await?
+        {
             checkpoint = models.apply_batch(checkpoint, &batch).await?;
             *applied += batch.len() as u64;
             *failures = 0;
         }
+        Ok(())
     }
 
     fn backoff(&self, failures: u32) -> Duration {
-        let factor = 2_u32.saturating_pow(failures.saturating_sub(1).min(16));
-        self.retry_backoff
-            .saturating_mul(factor)
-            .min(Self::MAX_BACKOFF)
+        backoff(self.retry_backoff, failures)
     }
 
     /// Applies everything readable now, batch by batch, and returns how many events it applied.
@@ -198,6 +183,40 @@ impl ProjectionRunner {
             memberships,
         })
     }
+}
+
+/// The wait after `failures` failures in a row: `base`, doubled per further failure, at most
+/// [`ProjectionRunner::MAX_BACKOFF`].
+pub(crate) fn backoff(base: Duration, failures: u32) -> Duration {
+    let factor = 2_u32.saturating_pow(failures.saturating_sub(1).min(16));
+    base.saturating_mul(factor)
+        .min(ProjectionRunner::MAX_BACKOFF)
+}
+
+/// The next batch of a subscription: waits for one event, then takes what is readable now, up to
+/// `batch_size` events. `None` when `shutdown` completes first.
+pub(crate) async fn next_batch(
+    subscription: &mut Subscription,
+    batch_size: usize,
+    mut shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
+) -> Result<Option<Vec<RecordedEvent>>, ReadModelError> {
+    let first = tokio::select! {
+        biased;
+        () = shutdown.as_mut() => return Ok(None),
+        next = subscription.next() => next.map_err(ReadModelError::store("reading the log"))?,
+    };
+    let mut batch = vec![first];
+    while batch.len() < batch_size {
+        match subscription
+            .try_next()
+            .await
+            .map_err(ReadModelError::store("reading the log"))?
+        {
+            Some(event) => batch.push(event),
+            None => break,
+        }
+    }
+    Ok(Some(batch))
 }
 
 /// [`ProjectionRunner::catch_up_once`] with the default settings.

@@ -1,7 +1,8 @@
 //! `/internal/v1/…`: subscriber status for other services (bearer token, scope `status`).
 //!
-//! Answers come from the read models, which follow the event log within moments; a status
-//! read right after a change may still show the state before it.
+//! Answers come from the `StatusQueries` port: in the binary, status by id from the in-memory
+//! status view and lookups and listings from the SQL read models. Both follow the event log
+//! within moments; a status read right after a change may still show the state before it.
 
 use std::collections::HashMap;
 

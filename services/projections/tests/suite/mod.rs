@@ -18,8 +18,8 @@ use newsletter_domain::{
 };
 use newsletter_eventstore::{Clock, CommandError, EventMetadata, EventStore, StreamId, execute};
 use newsletter_projections::{
-    EmailIndex, MemberCursor, MemberStatus, MemberView, ProjectionRunner, ReadModels, StatusCount,
-    SubscriberView,
+    EmailIndex, LiveStatus, LiveStatusOptions, MemberCursor, MemberStatus, MemberView,
+    ProjectionRunner, ReadModels, StatusCount, StatusView, SubscriberView,
 };
 use uuid::Uuid;
 
@@ -58,6 +58,7 @@ macro_rules! read_side_suite {
             concurrent_claims_of_one_address_agree_on_one_id,
             the_email_index_finds_many_and_forgets_on_removal,
             reactor_checkpoints_are_stored_by_name,
+            the_live_status_view_loads_the_read_model_then_follows_the_log,
         );
     };
     (@tests $backend:ty, $attrs:tt, $($name:ident),* $(,)?) => {
@@ -1093,4 +1094,159 @@ pub async fn reactor_checkpoints_are_stored_by_name(backend: &mut impl Backend) 
         reopened.load_checkpoint("mailer").await.unwrap(),
         Some(Position::new(8, 2))
     );
+}
+
+/// What the in-memory view should hold for a subscriber: the read model's view without the
+/// personal data.
+async fn sql_status(models: &ReadModels, id: SubscriberId) -> Option<StatusView> {
+    models
+        .subscriber(id)
+        .await
+        .expect("query")
+        .map(|view| StatusView {
+            id: view.id,
+            locale: view.locale,
+            lists: view.lists,
+        })
+}
+
+async fn last_position(store: &dyn EventStore) -> newsletter_eventstore::Position {
+    store
+        .read_all(None, usize::MAX >> 1)
+        .await
+        .expect("read all")
+        .last()
+        .map(|e| e.position)
+        .expect("events")
+}
+
+pub async fn the_live_status_view_loads_the_read_model_then_follows_the_log(
+    backend: &mut impl Backend,
+) {
+    let store = backend.store();
+    let models = backend.models();
+    let ids = varied_history(store.as_ref(), 30).await;
+    catch_up(backend).await;
+    let checkpoint = models.projection_checkpoint().await.unwrap();
+
+    // Changes after the read model's checkpoint, not projected into it.
+    let (erased, restricted, unsubscribed) = (ids[1], ids[2], ids[3]);
+    assert!(sql_status(&models, erased).await.is_some());
+    exec(store.as_ref(), erased, erase(), t(20)).await;
+    exec(store.as_ref(), restricted, restrict(), t(20)).await;
+    exec(store.as_ref(), unsubscribed, unsubscribe("events"), t(20)).await;
+    let late = new_id();
+    let req = rid();
+    exec(
+        store.as_ref(),
+        late,
+        request(req, &["news"], &email(999), Some("Late"), t(20)),
+        t(20),
+    )
+    .await;
+    exec(store.as_ref(), late, confirm(req, t(21)), t(21)).await;
+
+    // Loading reads the read model and its checkpoint, nothing of the log.
+    let live = LiveStatus::new();
+    assert!(!live.is_loaded());
+    live.load(&models).await.unwrap();
+    assert!(live.is_loaded());
+    assert_eq!(live.position(), checkpoint);
+    assert_eq!(
+        live.len(),
+        models.subscribers_by_ids(&ids).await.unwrap().len()
+    );
+    for id in &ids {
+        assert_eq!(live.get(*id), sql_status(&models, *id).await, "loaded {id}");
+    }
+    assert!(
+        live.get(erased).is_some(),
+        "the erasure is after the checkpoint"
+    );
+    assert_eq!(
+        live.get(late),
+        None,
+        "the new subscriber is after the checkpoint"
+    );
+
+    // Following the log from the checkpoint brings it to what the read model says once caught up.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn({
+        let (live, store, models) = (live.clone(), Arc::clone(&store), models.clone());
+        async move {
+            live.run(
+                Arc::clone(&store),
+                store,
+                models,
+                LiveStatusOptions {
+                    poll_interval: Duration::from_millis(50),
+                    ..LiveStatusOptions::default()
+                },
+                async move {
+                    let _ = stopped.await;
+                },
+            )
+            .await;
+        }
+    });
+    let head = last_position(store.as_ref()).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while live.position() < Some(head) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the view never reached the head of the log"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    catch_up(backend).await;
+    for id in ids.iter().chain([&late]) {
+        assert_eq!(
+            live.get(*id),
+            sql_status(&models, *id).await,
+            "followed {id}"
+        );
+    }
+    assert_eq!(live.get(erased), None, "erasure removes the entry");
+    assert!(!live.contains(erased));
+    let view = live.get(restricted).expect("restricted is kept");
+    assert!(
+        view.lists
+            .iter()
+            .all(|m| m.status == MemberStatus::Restricted),
+        "restricted on every list: {view:?}"
+    );
+    let view = live.get(unsubscribed).expect("unsubscribed is kept");
+    assert_eq!(
+        view.lists
+            .iter()
+            .find(|m| m.list == list("events"))
+            .map(|m| m.status),
+        Some(MemberStatus::Unsubscribed)
+    );
+    let view = live.get(late).expect("the new subscriber");
+    assert_eq!(view.locale, Some(Locale::Da));
+    assert_eq!(view.lists.len(), 1);
+    assert_eq!(view.lists[0].status, MemberStatus::Confirmed);
+
+    // A live change arrives while it runs.
+    exec(store.as_ref(), late, unsubscribe("news"), t(22)).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if live
+            .get(late)
+            .is_some_and(|v| v.lists[0].status == MemberStatus::Unsubscribed)
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the live unsubscribe never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(PATIENCE, task)
+        .await
+        .expect("stops")
+        .unwrap();
 }
