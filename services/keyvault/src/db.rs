@@ -173,7 +173,7 @@ pub(crate) async fn sqlite_writer(
 /// What a vault URL names.
 pub(crate) enum Target {
     /// A SQLite file, not yet opened.
-    Sqlite(SqliteConnectOptions),
+    Sqlite(Box<SqliteConnectOptions>),
     /// A PostgreSQL database, connected.
     Postgres(PgPool),
 }
@@ -183,9 +183,9 @@ impl Target {
     pub(crate) async fn parse(url: &str) -> Result<Self, VaultError> {
         let scheme = url.split(':').next().unwrap_or_default();
         match scheme {
-            "sqlite" => Ok(Self::Sqlite(
+            "sqlite" => Ok(Self::Sqlite(Box::new(
                 SqliteConnectOptions::from_str(url).map_err(VaultError::db("parse sqlite URL"))?,
-            )),
+            ))),
             "postgres" | "postgresql" => Ok(Self::Postgres(
                 sqlx::postgres::PgPoolOptions::new()
                     .max_connections(4)

@@ -174,7 +174,7 @@ impl KeyVault {
     /// Opens `sqlite:…` or `postgres://…`.
     pub async fn open(url: &str, ring: MasterKeyRing) -> Result<Self, VaultError> {
         match db::Target::parse(url).await? {
-            db::Target::Sqlite(options) => Self::open_sqlite_with(options, ring).await,
+            db::Target::Sqlite(options) => Self::open_sqlite_with(*options, ring).await,
             db::Target::Postgres(pool) => Self::from_postgres_pool(pool, ring).await,
         }
     }

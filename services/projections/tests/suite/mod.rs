@@ -848,7 +848,7 @@ pub async fn batched_claims_of_many_addresses_each_get_their_own_winner(
     let indexes = [backend.email_index().await, backend.email_index().await];
     let spelling = |n: usize, k: usize| {
         let address = format!("Batch.Reader.{n}@Example.com");
-        EmailAddress::parse(&if k % 2 == 0 {
+        EmailAddress::parse(&if k.is_multiple_of(2) {
             address
         } else {
             address.to_uppercase()
