@@ -98,7 +98,7 @@ def measure(bench, mails, timeout=300):
         NEWSLETTER_SIGNUP_RATE_LIMIT="0",
         NEWSLETTER_LOG="warn",
     )
-    binary = str(bench.TARGET_DIR / "release" / "newsletter")
+    binary = str(bench.NEWSLETTER)
     api = bench.start([binary, "api"], env=env, name="mail-api")
     base = f"http://127.0.0.1:{port}"
     bench.wait_http(base + "/health/ready")

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 
 use crate::error::VaultError;
@@ -157,25 +158,44 @@ pub(crate) async fn open_postgres(pool: PgPool) -> Result<Pool, VaultError> {
     Ok(Pool::Postgres(pool))
 }
 
-pub(crate) async fn open_url(url: &str) -> Result<Pool, VaultError> {
-    let scheme = url.split(':').next().unwrap_or_default();
-    match scheme {
-        "sqlite" => {
-            open_sqlite(
+/// The vault's own write connection to a SQLite file (for the group commit of new keys), with
+/// the same settings as the pool's.
+pub(crate) async fn sqlite_writer(
+    options: SqliteConnectOptions,
+) -> Result<SqliteConnection, VaultError> {
+    use sqlx::ConnectOptions as _;
+    sqlite_options(options)
+        .connect()
+        .await
+        .map_err(VaultError::db("open the key vault writer"))
+}
+
+/// What a vault URL names.
+pub(crate) enum Target {
+    /// A SQLite file, not yet opened.
+    Sqlite(Box<SqliteConnectOptions>),
+    /// A PostgreSQL database, connected.
+    Postgres(PgPool),
+}
+
+impl Target {
+    /// Parses `sqlite:…`, or connects to `postgres://…` / `postgresql://…`.
+    pub(crate) async fn parse(url: &str) -> Result<Self, VaultError> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => Ok(Self::Sqlite(Box::new(
                 SqliteConnectOptions::from_str(url).map_err(VaultError::db("parse sqlite URL"))?,
-            )
-            .await
+            ))),
+            "postgres" | "postgresql" => Ok(Self::Postgres(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await
+                    .map_err(VaultError::db("connect to postgres"))?,
+            )),
+            other => Err(VaultError::UnsupportedUrl(other.chars().take(32).collect())),
         }
-        "postgres" | "postgresql" => {
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(4)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
-                .await
-                .map_err(VaultError::db("connect to postgres"))?;
-            open_postgres(pool).await
-        }
-        other => Err(VaultError::UnsupportedUrl(other.chars().take(32).collect())),
     }
 }
 

@@ -8,14 +8,22 @@
 //! the write-ahead log. The tombstone keeps a later append from silently creating a new key for
 //! an erased subscriber, and tells "erased" from "missing" (a vault restored from a backup older
 //! than the subscriber).
+//!
+//! New keys are written the way the email index writes claims: on SQLite through one writer
+//! task that commits the keys of all concurrent first appends in one transaction (the event
+//! store's [group commit](newsletter_eventstore::sqlite::group_commit)); on PostgreSQL with one
+//! statement that inserts the key or reads the row already there. Either way the key is
+//! committed before [`KeyVault::key_for_append`] returns it, so no event is ever stored under a
+//! key that could be lost.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use newsletter_eventstore::sqlite::group_commit::{Batch, GroupCommit};
 use sqlx::QueryBuilder;
 use sqlx::postgres::PgPool;
-use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -56,8 +64,18 @@ pub struct RotationReport {
 #[derive(Debug, Clone)]
 pub struct KeyVault {
     pool: Pool,
+    new_keys: NewKeys,
     ring: MasterKeyRing,
     sqlite_file: Option<PathBuf>,
+}
+
+/// Where new data keys are written.
+#[derive(Debug, Clone)]
+enum NewKeys {
+    /// The SQLite file's group-committing writer.
+    Sqlite(GroupCommit<NewKeyBatch>),
+    /// One statement per key on the pool.
+    Postgres(PgPool),
 }
 
 #[derive(sqlx::FromRow)]
@@ -69,15 +87,76 @@ struct KeyRow {
 }
 
 const IDS_PER_QUERY: usize = 500;
+/// The most new keys the SQLite writer commits in one transaction.
+const MAX_KEYS_PER_COMMIT: usize = 512;
+/// Stores a new data key unless the subscriber already has a row (live or tombstone).
+const INSERT_KEY: &str = "INSERT INTO keyvault_data_keys \
+    (subscriber_id, key_id, wrapped_key, created_at) VALUES ($1, $2, $3, $4) \
+    ON CONFLICT (subscriber_id) DO NOTHING";
+/// The row of one subscriber.
+const SELECT_KEY: &str = "SELECT subscriber_id, key_id, wrapped_key, shredded_at \
+    FROM keyvault_data_keys WHERE subscriber_id = $1";
+
+/// A freshly wrapped data key, waiting to be stored.
+struct NewKey {
+    subscriber_id: String,
+    key_id: String,
+    wrapped: Vec<u8>,
+    created_at: DateTime<Utc>,
+}
+
+/// The first keys of concurrent new subscribers, in one SQLite transaction.
+struct NewKeyBatch;
+
+impl Batch for NewKeyBatch {
+    type Request = NewKey;
+    /// The subscriber's row after the insert: the new key, or what another writer stored.
+    type Reply = Option<KeyRow>;
+
+    async fn write(
+        &mut self,
+        conn: &mut SqliteConnection,
+        keys: &[NewKey],
+    ) -> Result<Vec<Option<KeyRow>>, sqlx::Error> {
+        let mut rows = Vec::with_capacity(keys.len());
+        for key in keys {
+            sqlx::query(INSERT_KEY)
+                .bind(&key.subscriber_id)
+                .bind(&key.key_id)
+                .bind(&key.wrapped)
+                .bind(key.created_at)
+                .execute(&mut *conn)
+                .await?;
+            rows.push(
+                sqlx::query_as(SELECT_KEY)
+                    .bind(&key.subscriber_id)
+                    .fetch_optional(&mut *conn)
+                    .await?,
+            );
+        }
+        Ok(rows)
+    }
+}
 
 impl KeyVault {
     /// Opens (creating if needed) a SQLite file of its own, e.g. `<data dir>/keyvault.db`.
     #[instrument(name = "keyvault.open_sqlite", skip_all, err)]
     pub async fn open_sqlite(path: &Path, ring: MasterKeyRing) -> Result<Self, VaultError> {
+        Self::open_sqlite_with(SqliteConnectOptions::new().filename(path), ring).await
+    }
+
+    async fn open_sqlite_with(
+        options: SqliteConnectOptions,
+        ring: MasterKeyRing,
+    ) -> Result<Self, VaultError> {
+        let sqlite_file = Some(options.get_filename().to_path_buf());
+        let pool = db::open_sqlite(options.clone()).await?;
+        let writer = db::sqlite_writer(options).await?;
         Ok(Self {
-            pool: db::open_sqlite(SqliteConnectOptions::new().filename(path)).await?,
+            pool,
+            new_keys: NewKeys::Sqlite(GroupCommit::spawn(writer, NewKeyBatch, MAX_KEYS_PER_COMMIT)),
             ring,
-            sqlite_file: Some(path.to_path_buf()),
+            sqlite_file,
         })
     }
 
@@ -85,7 +164,8 @@ impl KeyVault {
     #[instrument(name = "keyvault.open_postgres", skip_all, err)]
     pub async fn from_postgres_pool(pool: PgPool, ring: MasterKeyRing) -> Result<Self, VaultError> {
         Ok(Self {
-            pool: db::open_postgres(pool).await?,
+            pool: db::open_postgres(pool.clone()).await?,
+            new_keys: NewKeys::Postgres(pool),
             ring,
             sqlite_file: None,
         })
@@ -93,15 +173,10 @@ impl KeyVault {
 
     /// Opens `sqlite:…` or `postgres://…`.
     pub async fn open(url: &str, ring: MasterKeyRing) -> Result<Self, VaultError> {
-        let sqlite_file = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .map(|p| PathBuf::from(p.split('?').next().unwrap_or(p)));
-        Ok(Self {
-            pool: db::open_url(url).await?,
-            ring,
-            sqlite_file,
-        })
+        match db::Target::parse(url).await? {
+            db::Target::Sqlite(options) => Self::open_sqlite_with(*options, ring).await,
+            db::Target::Postgres(pool) => Self::from_postgres_pool(pool, ring).await,
+        }
     }
 
     pub(crate) fn pool(&self) -> &Pool {
@@ -116,39 +191,101 @@ impl KeyVault {
 
     /// The subscriber's live data key, creating one on first use. `Ok(None)` when the key was
     /// destroyed: personal data of an erased subscriber is never stored again. Race-safe: of
-    /// concurrent callers (in any process) exactly one key is stored and all get it.
+    /// concurrent callers (in any process) exactly one key is stored and all get it. A new key
+    /// is committed before it is returned.
     #[instrument(name = "keyvault.key_for_append", skip(self), err)]
     pub async fn key_for_append(&self, subscriber: Uuid) -> Result<Option<KeyBytes>, VaultError> {
-        if let Some(state) = self.states(&[subscriber]).await?.remove(&subscriber) {
-            return Ok(match state {
-                KeyState::Active(key) => Some(key),
-                KeyState::Shredded(_) => None,
-            });
-        }
-        let fresh = KeyBytes::generate();
-        let (key_id, wrapped) = self.ring.wrap(subscriber, &fresh)?;
-        const INSERT: &str = "INSERT INTO keyvault_data_keys \
-            (subscriber_id, key_id, wrapped_key, created_at) VALUES ($1, $2, $3, $4) \
-            ON CONFLICT (subscriber_id) DO NOTHING";
-        on_pool!(&self.pool, p => {
-            sqlx::query(INSERT)
-                .bind(subscriber.to_string())
-                .bind(&key_id)
-                .bind(&wrapped)
-                .bind(Utc::now())
-                .execute(p)
-                .await
-                .map_err(VaultError::db("store a data key"))?;
-        });
-        // Read back: another writer may have won the insert.
-        match self.states(&[subscriber]).await?.remove(&subscriber) {
-            Some(KeyState::Active(key)) => Ok(Some(key)),
-            Some(KeyState::Shredded(_)) => Ok(None),
+        let live = |state| match state {
+            KeyState::Active(key) => Some(key),
+            KeyState::Shredded(_) => None,
+        };
+        let stored = match &self.new_keys {
+            NewKeys::Sqlite(writer) => {
+                // Reads run beside the writer: only a subscriber without a row waits for it.
+                if let Some(state) = self.states(&[subscriber]).await?.remove(&subscriber) {
+                    return Ok(live(state));
+                }
+                writer
+                    .submit(self.new_key(subscriber)?)
+                    .await
+                    .map_err(VaultError::db("store a data key"))?
+            }
+            NewKeys::Postgres(pool) => self.store_key_postgres(pool, subscriber).await?,
+        };
+        match stored {
+            Some(row) => Ok(live(self.key_state(row)?.1)),
             None => Err(VaultError::Corrupt {
                 what: format!("the data key of {subscriber}"),
                 reason: "vanished right after it was stored".to_owned(),
             }),
         }
+    }
+
+    /// A fresh data key for the subscriber, wrapped by the current master key.
+    fn new_key(&self, subscriber: Uuid) -> Result<NewKey, VaultError> {
+        let (key_id, wrapped) = self.ring.wrap(subscriber, &KeyBytes::generate())?;
+        Ok(NewKey {
+            subscriber_id: subscriber.to_string(),
+            key_id,
+            wrapped,
+            created_at: Utc::now(),
+        })
+    }
+
+    /// Inserts a new key or reads the row already there, in one statement; it reads with the
+    /// statement's snapshot, so a row another writer committed after it (which the insert
+    /// waited for) is read by a second query.
+    async fn store_key_postgres(
+        &self,
+        pool: &PgPool,
+        subscriber: Uuid,
+    ) -> Result<Option<KeyRow>, VaultError> {
+        const UPSERT: &str = "WITH inserted AS ( \
+                 INSERT INTO keyvault_data_keys (subscriber_id, key_id, wrapped_key, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (subscriber_id) DO NOTHING \
+                 RETURNING subscriber_id, key_id, wrapped_key, shredded_at) \
+             SELECT * FROM inserted \
+             UNION ALL SELECT subscriber_id, key_id, wrapped_key, shredded_at \
+                 FROM keyvault_data_keys WHERE subscriber_id = $1 \
+             LIMIT 1";
+        let key = self.new_key(subscriber)?;
+        let row: Option<KeyRow> = sqlx::query_as(UPSERT)
+            .bind(&key.subscriber_id)
+            .bind(&key.key_id)
+            .bind(&key.wrapped)
+            .bind(key.created_at)
+            .fetch_optional(pool)
+            .await
+            .map_err(VaultError::db("store a data key"))?;
+        match row {
+            Some(row) => Ok(Some(row)),
+            None => sqlx::query_as(SELECT_KEY)
+                .bind(&key.subscriber_id)
+                .fetch_optional(pool)
+                .await
+                .map_err(VaultError::db("read a data key")),
+        }
+    }
+
+    /// The subscriber and key state of a stored row.
+    fn key_state(&self, row: KeyRow) -> Result<(Uuid, KeyState), VaultError> {
+        let subscriber = Uuid::parse_str(&row.subscriber_id).map_err(|_| VaultError::Corrupt {
+            what: "keyvault_data_keys".to_owned(),
+            reason: "a subscriber id is not a UUID".to_owned(),
+        })?;
+        let state = match (row.key_id, row.wrapped_key, row.shredded_at) {
+            (Some(key_id), Some(wrapped), None) => {
+                KeyState::Active(self.ring.unwrap_key(subscriber, &key_id, &wrapped)?)
+            }
+            (_, _, Some(at)) => KeyState::Shredded(at),
+            _ => {
+                return Err(VaultError::Corrupt {
+                    what: format!("the data key of {subscriber}"),
+                    reason: "neither live nor shredded".to_owned(),
+                });
+            }
+        };
+        Ok((subscriber, state))
     }
 
     /// What the vault holds for each of these subscribers (absent: nothing, not even a
@@ -176,23 +313,7 @@ impl KeyVault {
                     .map_err(VaultError::db("read data keys"))?
             });
             for row in rows {
-                let subscriber =
-                    Uuid::parse_str(&row.subscriber_id).map_err(|_| VaultError::Corrupt {
-                        what: "keyvault_data_keys".to_owned(),
-                        reason: "a subscriber id is not a UUID".to_owned(),
-                    })?;
-                let state = match (row.key_id, row.wrapped_key, row.shredded_at) {
-                    (Some(key_id), Some(wrapped), None) => {
-                        KeyState::Active(self.ring.unwrap_key(subscriber, &key_id, &wrapped)?)
-                    }
-                    (_, _, Some(at)) => KeyState::Shredded(at),
-                    _ => {
-                        return Err(VaultError::Corrupt {
-                            what: format!("the data key of {subscriber}"),
-                            reason: "neither live nor shredded".to_owned(),
-                        });
-                    }
-                };
+                let (subscriber, state) = self.key_state(row)?;
                 out.insert(subscriber, state);
             }
         }

@@ -74,21 +74,26 @@ pub(crate) struct Schema {
     pub postgres: &'static Migrator,
 }
 
-/// Opens a SQLite file (created if missing) in WAL mode with `synchronous=FULL` and
-/// `secure_delete=ON` (deleted rows are overwritten, not left in free pages), and migrates it.
-pub(crate) async fn open_sqlite(
-    options: SqliteConnectOptions,
-    schema: &Schema,
-) -> Result<Pool, ReadModelError> {
-    let options = options
+/// The settings every connection to a SQLite file of the read side runs with: created if
+/// missing, WAL with `synchronous=FULL` (every commit fsynced), `secure_delete=ON` (deleted rows
+/// are overwritten, not left in free pages), and a 10 s wait for another writer's lock.
+pub(crate) fn durable_sqlite(options: SqliteConnectOptions) -> SqliteConnectOptions {
+    options
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
-        .pragma("secure_delete", "ON");
+        .pragma("secure_delete", "ON")
+}
+
+/// Opens a SQLite file (created if missing) with [`durable_sqlite`] and migrates it.
+pub(crate) async fn open_sqlite(
+    options: SqliteConnectOptions,
+    schema: &Schema,
+) -> Result<Pool, ReadModelError> {
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
-        .connect_with(options)
+        .connect_with(durable_sqlite(options))
         .await
         .map_err(ReadModelError::db("open sqlite read-model database"))?;
     migrator(schema.sqlite, schema.table)

@@ -19,17 +19,27 @@
 //! practically no mailbox provider treats it so, and one person typing their address in two
 //! ways must not get two subscriptions. Nothing else is folded (no dot or `+tag` removal: those
 //! are different mailboxes at many providers).
+//!
+//! # Claims under load
+//!
+//! On SQLite every claim goes through one writer task that owns the file's write connection
+//! and commits the claims of all concurrent signups in one transaction (one fsync; the
+//! [group commit](newsletter_eventstore::sqlite::group_commit) the event store uses too). On
+//! PostgreSQL a claim is one statement (insert, or else read the winner), and the server
+//! groups the commits of concurrent claims itself. Either way a claim returns only after the
+//! entry is committed.
 
 use std::fmt;
 use std::path::Path;
 
 use hmac::{Hmac, KeyInit, Mac};
 use newsletter_domain::{EmailAddress, SubscriberId};
+use newsletter_eventstore::sqlite::group_commit::{Batch, GroupCommit};
 use sha2::Sha256;
-use sqlx::QueryBuilder;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool};
-use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions as _, QueryBuilder};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -50,6 +60,10 @@ const SCHEMA: Schema = Schema {
 pub const MAX_FIND_MANY: usize = 1000;
 /// How often a claim is retried when the entry it saw vanished (a concurrent `remove`).
 const CLAIM_ATTEMPTS: usize = 3;
+/// The entry of one digest.
+const FIND: &str = "SELECT subscriber_id FROM email_index WHERE address_hash = $1";
+/// The most claims the SQLite writer commits in one transaction.
+const MAX_CLAIMS_PER_COMMIT: usize = 512;
 
 /// The secret key of the email index's HMAC. Its `Debug` is redacted.
 #[derive(Clone)]
@@ -93,7 +107,63 @@ fn normalise(email: &EmailAddress) -> String {
 #[derive(Debug, Clone)]
 pub struct EmailIndex {
     pool: Pool,
+    claims: Claims,
     key: EmailIndexKey,
+}
+
+/// Where claims are written.
+#[derive(Debug, Clone)]
+enum Claims {
+    /// The SQLite file's group-committing writer.
+    Sqlite(GroupCommit<ClaimBatch>),
+    /// One statement per claim on the pool.
+    Postgres(PgPool),
+}
+
+/// One claim waiting for the SQLite writer.
+struct ClaimRequest {
+    digest: [u8; 32],
+    candidate: Uuid,
+}
+
+/// Claims of concurrent signups, in one SQLite transaction.
+struct ClaimBatch;
+
+impl Batch for ClaimBatch {
+    type Request = ClaimRequest;
+    /// The id the address belongs to after the claim.
+    type Reply = Uuid;
+
+    async fn write(
+        &mut self,
+        conn: &mut SqliteConnection,
+        claims: &[ClaimRequest],
+    ) -> Result<Vec<Uuid>, sqlx::Error> {
+        const INSERT: &str = "INSERT INTO email_index (address_hash, subscriber_id) \
+                              VALUES ($1, $2) ON CONFLICT (address_hash) DO NOTHING \
+                              RETURNING subscriber_id";
+        let mut winners = Vec::with_capacity(claims.len());
+        for claim in claims {
+            // Inside the writer's transaction: an address claimed earlier in this batch, or
+            // by anyone before it, is there to read.
+            let inserted: Option<Uuid> = sqlx::query_scalar(INSERT)
+                .bind(claim.digest.as_slice())
+                .bind(claim.candidate)
+                .fetch_optional(&mut *conn)
+                .await?;
+            let winner = match inserted {
+                Some(id) => id,
+                None => {
+                    sqlx::query_scalar(FIND)
+                        .bind(claim.digest.as_slice())
+                        .fetch_one(&mut *conn)
+                        .await?
+                }
+            };
+            winners.push(winner);
+        }
+        Ok(winners)
+    }
 }
 
 impl EmailIndex {
@@ -101,10 +171,10 @@ impl EmailIndex {
     /// store's database) and applies migrations.
     #[instrument(name = "email_index.open", skip_all, err)]
     pub async fn open(url: &str, key: EmailIndexKey) -> Result<Self, ReadModelError> {
-        Ok(Self {
-            pool: db::open_url(url, &SCHEMA).await?,
-            key,
-        })
+        match db::Target::parse(url)? {
+            db::Target::Sqlite(options) => Self::open_sqlite_with(options, key).await,
+            db::Target::Postgres(options) => Self::connect_postgres_with(options, key).await,
+        }
     }
 
     /// Opens (creating if needed) a SQLite file and applies migrations.
@@ -113,13 +183,25 @@ impl EmailIndex {
         Self::open_sqlite_with(SqliteConnectOptions::new().filename(path), key).await
     }
 
-    /// Opens SQLite with explicit options (WAL, `synchronous=FULL`, `secure_delete=ON` forced).
+    /// Opens SQLite with explicit options (WAL, `synchronous=FULL`, `secure_delete=ON` forced),
+    /// and starts the writer that group-commits claims on a connection of its own.
     pub async fn open_sqlite_with(
         options: SqliteConnectOptions,
         key: EmailIndexKey,
     ) -> Result<Self, ReadModelError> {
+        let options = db::durable_sqlite(options);
+        let pool = db::open_sqlite(options.clone(), &SCHEMA).await?;
+        let writer = options
+            .connect()
+            .await
+            .map_err(ReadModelError::db("open the email index writer"))?;
         Ok(Self {
-            pool: db::open_sqlite(options, &SCHEMA).await?,
+            pool,
+            claims: Claims::Sqlite(GroupCommit::spawn(
+                writer,
+                ClaimBatch,
+                MAX_CLAIMS_PER_COMMIT,
+            )),
             key,
         })
     }
@@ -129,10 +211,7 @@ impl EmailIndex {
         options: PgConnectOptions,
         key: EmailIndexKey,
     ) -> Result<Self, ReadModelError> {
-        Ok(Self {
-            pool: db::connect_postgres(options, &SCHEMA).await?,
-            key,
-        })
+        Self::on_postgres(db::connect_postgres(options, &SCHEMA).await?, key)
     }
 
     /// Uses an existing PostgreSQL pool and applies migrations.
@@ -140,47 +219,51 @@ impl EmailIndex {
         pool: PgPool,
         key: EmailIndexKey,
     ) -> Result<Self, ReadModelError> {
-        Ok(Self {
-            pool: db::migrate_postgres(pool, &SCHEMA).await?,
-            key,
-        })
+        Self::on_postgres(db::migrate_postgres(pool, &SCHEMA).await?, key)
+    }
+
+    fn on_postgres(pool: Pool, key: EmailIndexKey) -> Result<Self, ReadModelError> {
+        match &pool {
+            Pool::Postgres(pg) => Ok(Self {
+                claims: Claims::Postgres(pg.clone()),
+                pool,
+                key,
+            }),
+            Pool::Sqlite(_) => Err(ReadModelError::corrupt(
+                "email_index",
+                "a PostgreSQL index was opened on SQLite",
+            )),
+        }
     }
 
     /// The subscriber the address belongs to: the one already stored, or else `candidate`,
     /// which is stored. Race-safe: of concurrent claims for one address (from any number of
-    /// processes) exactly one candidate is stored and every claim returns it.
+    /// processes) exactly one candidate is stored and every claim returns it. Returns after
+    /// the entry is committed.
     #[instrument(name = "email_index.claim", skip(self, email), fields(candidate = %candidate), err)]
     pub async fn claim(
         &self,
         email: &EmailAddress,
         candidate: SubscriberId,
     ) -> Result<SubscriberId, ReadModelError> {
-        const INSERT: &str = "INSERT INTO email_index (address_hash, subscriber_id) \
-                              VALUES ($1, $2) ON CONFLICT (address_hash) DO NOTHING";
-        let digest = self.key.digest(email).to_vec();
-        for _ in 0..CLAIM_ATTEMPTS {
-            // Each statement commits on its own: after a conflicting insert has waited for the
-            // winner's commit, the select (a new snapshot) sees the winner's row.
-            on_pool!(&self.pool, p => {
-                sqlx::query(INSERT)
-                    .bind(&digest)
-                    .bind(*candidate.as_uuid())
-                    .execute(p)
-                    .await
-                    .map_err(ReadModelError::db("claim address"))?;
-            });
-            if let Some(winner) = self.find_digest(&digest).await? {
-                if winner != candidate {
-                    tracing::debug!(existing = %winner, "address already claimed");
-                }
-                return Ok(winner);
+        let digest = self.key.digest(email);
+        let winner = match &self.claims {
+            Claims::Sqlite(writer) => writer
+                .submit(ClaimRequest {
+                    digest,
+                    candidate: *candidate.as_uuid(),
+                })
+                .await
+                .map_err(ReadModelError::db("claim address"))?,
+            Claims::Postgres(pool) => {
+                claim_postgres(self, pool, &digest, *candidate.as_uuid()).await?
             }
-            // Removed between the insert and the select: try again.
+        };
+        let winner = SubscriberId::from_uuid(winner);
+        if winner != candidate {
+            tracing::debug!(existing = %winner, "address already claimed");
         }
-        Err(ReadModelError::corrupt(
-            "email_index",
-            "the entry vanished after every claim attempt (concurrent removals)",
-        ))
+        Ok(winner)
     }
 
     /// The subscriber the address belongs to, if any.
@@ -190,9 +273,8 @@ impl EmailIndex {
     }
 
     async fn find_digest(&self, digest: &[u8]) -> Result<Option<SubscriberId>, ReadModelError> {
-        const SQL: &str = "SELECT subscriber_id FROM email_index WHERE address_hash = $1";
         let found: Option<Uuid> = on_pool!(&self.pool, p => {
-            sqlx::query_scalar::<_, Uuid>(SQL)
+            sqlx::query_scalar::<_, Uuid>(FIND)
                 .bind(digest)
                 .fetch_optional(p)
                 .await
@@ -262,6 +344,42 @@ impl EmailIndex {
         });
         Ok(done)
     }
+}
+
+/// One statement inserts the candidate or reads the entry already there. It reads with the
+/// statement's snapshot, so an entry committed by a concurrent claim after that snapshot (which
+/// the insert waited for) is invisible to it: then a new statement reads it. Retried when the
+/// entry vanished in between (a concurrent `remove`).
+async fn claim_postgres(
+    index: &EmailIndex,
+    pool: &PgPool,
+    digest: &[u8],
+    candidate: Uuid,
+) -> Result<Uuid, ReadModelError> {
+    const CLAIM: &str = "WITH inserted AS ( \
+             INSERT INTO email_index (address_hash, subscriber_id) VALUES ($1, $2) \
+             ON CONFLICT (address_hash) DO NOTHING RETURNING subscriber_id) \
+         SELECT subscriber_id FROM inserted \
+         UNION ALL SELECT subscriber_id FROM email_index WHERE address_hash = $1 \
+         LIMIT 1";
+    for _ in 0..CLAIM_ATTEMPTS {
+        let claimed: Option<Uuid> = sqlx::query_scalar(CLAIM)
+            .bind(digest)
+            .bind(candidate)
+            .fetch_optional(pool)
+            .await
+            .map_err(ReadModelError::db("claim address"))?;
+        if let Some(winner) = claimed {
+            return Ok(winner);
+        }
+        if let Some(winner) = index.find_digest(digest).await? {
+            return Ok(*winner.as_uuid());
+        }
+    }
+    Err(ReadModelError::corrupt(
+        "email_index",
+        "the entry vanished after every claim attempt (concurrent removals)",
+    ))
 }
 
 #[cfg(test)]

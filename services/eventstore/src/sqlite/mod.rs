@@ -5,6 +5,7 @@
 //! An `append` returns only after its transaction is durable. Readers use a separate pool of
 //! read-only connections, which WAL lets run beside the writer.
 
+pub mod group_commit;
 mod writer;
 
 use std::path::Path;
@@ -18,14 +19,15 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Row};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
 use crate::StoreError;
 use crate::encoded::{EncodedEvent, StoredRow, non_negative, to_i64};
 use crate::model::{AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId};
 use crate::port::EventStore;
 
-use writer::AppendRequest;
+use group_commit::GroupCommit;
+use writer::{AppendRequest, Appends};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -61,7 +63,7 @@ pub struct SqliteDurability {
 
 /// The SQLite event store.
 pub struct SqliteEventStore {
-    appends: mpsc::Sender<AppendRequest>,
+    appends: GroupCommit<Appends>,
     readers: SqlitePool,
     changes: watch::Receiver<u64>,
     durability: SqliteDurability,
@@ -121,13 +123,13 @@ impl SqliteEventStore {
             .await
             .map_err(StoreError::db("open sqlite readers"))?;
         let (changes_tx, changes) = watch::channel(0);
-        let (appends, requests) = mpsc::channel(config.max_group_commit.max(1) * 4);
-        tokio::spawn(writer::run(
+        let appends = GroupCommit::spawn(
             write_conn,
-            requests,
-            changes_tx,
-            config.max_group_commit.max(1),
-        ));
+            Appends {
+                changes: changes_tx,
+            },
+            config.max_group_commit,
+        );
         Ok(Self {
             appends,
             readers,
@@ -188,17 +190,19 @@ impl EventStore for SqliteEventStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
         let events = EncodedEvent::encode_all(events)?;
-        let (reply, outcome) = oneshot::channel();
-        self.appends
-            .send(AppendRequest {
-                stream: stream.clone(),
-                expected,
-                events,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
-        outcome.await.map_err(|_| StoreError::WriterGone)?
+        let request = AppendRequest {
+            stream: stream.clone(),
+            expected,
+            events,
+        };
+        match self.appends.submit(request).await {
+            Ok(outcome) => outcome,
+            Err(sqlx::Error::WorkerCrashed) => Err(StoreError::WriterGone),
+            Err(source) => Err(StoreError::Database {
+                operation: "group commit",
+                source,
+            }),
+        }
     }
 
     async fn read_stream(

@@ -1,10 +1,12 @@
-//! The single SQLite writer and its group commit.
+//! The event store's batch for the SQLite group commit: appends of concurrent callers in one
+//! transaction.
 
 use chrono::Utc;
+use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
-use sqlx::{Connection, Row};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
+use super::group_commit::Batch;
 use crate::StoreError;
 use crate::encoded::{EncodedEvent, StoredSlot, classify_conflict, non_negative, to_i64};
 use crate::model::{AppendOutcome, ExpectedVersion, Position, StreamId};
@@ -14,92 +16,61 @@ pub(super) struct AppendRequest {
     pub stream: StreamId,
     pub expected: ExpectedVersion,
     pub events: Vec<EncodedEvent>,
-    pub reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
 }
 
 /// The outcome of one request inside a batch: `Err` only for a fatal database error that
 /// aborts the whole batch; the inner result is the request's own verdict.
 type RequestResult = Result<Result<AppendOutcome, StoreError>, sqlx::Error>;
 
-/// Takes every append waiting (up to `max_batch`), commits them in one transaction, replies.
-pub(super) async fn run(
-    mut conn: SqliteConnection,
-    mut requests: mpsc::Receiver<AppendRequest>,
-    changes: watch::Sender<u64>,
-    max_batch: usize,
-) {
-    let mut batch = Vec::with_capacity(max_batch);
-    while requests.recv_many(&mut batch, max_batch).await > 0 {
-        let outcomes = write_batch(&mut conn, &batch).await;
-        let wrote = outcomes
-            .iter()
-            .any(|o| matches!(o, Ok(outcome) if !outcome.idempotent_replay));
-        for (request, outcome) in batch.drain(..).zip(outcomes) {
-            // A caller that gave up waiting is not an error of the store.
-            let _ = request.reply.send(outcome);
-        }
-        if wrote {
-            changes.send_modify(|generation| *generation = generation.wrapping_add(1));
-        }
-    }
-    tracing::debug!("sqlite writer stopped: every store handle is gone");
+/// Appends, with a savepoint around each multi-event append; announces new events on commit.
+pub(super) struct Appends {
+    pub changes: watch::Sender<u64>,
 }
 
-async fn write_batch(
-    conn: &mut SqliteConnection,
-    batch: &[AppendRequest],
-) -> Vec<Result<AppendOutcome, StoreError>> {
-    let fatal = |e: sqlx::Error| {
-        let message = e.to_string();
-        tracing::error!(error = %message, "sqlite group commit failed");
-        batch
-            .iter()
-            .map(|_| {
-                Err(StoreError::Database {
-                    operation: "group commit",
-                    source: sqlx::Error::Protocol(message.clone()),
-                })
-            })
-            .collect::<Vec<_>>()
-    };
-    // One request of one event: a single conditional INSERT in autocommit mode is already atomic.
-    if let [request] = batch
-        && request.events.len() == 1
-    {
-        return match append_one(conn, request).await {
-            Ok(outcome) => vec![outcome],
-            Err(e) => fatal(e),
-        };
-    }
-    match write_transaction(conn, batch).await {
-        Ok(outcomes) => outcomes,
-        Err(e) => fatal(e),
-    }
-}
+impl Batch for Appends {
+    type Request = AppendRequest;
+    type Reply = Result<AppendOutcome, StoreError>;
 
-async fn write_transaction(
-    conn: &mut SqliteConnection,
-    batch: &[AppendRequest],
-) -> Result<Vec<Result<AppendOutcome, StoreError>>, sqlx::Error> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for request in batch {
-        // A multi-event append must vanish whole if a later event of it fails.
-        let guarded = request.events.len() > 1;
-        if guarded {
-            sqlx::query("SAVEPOINT append").execute(&mut *tx).await?;
-        }
-        let outcome = append_one(&mut tx, request).await?;
-        if guarded {
-            if outcome.is_err() {
-                sqlx::query("ROLLBACK TO append").execute(&mut *tx).await?;
+    async fn write(
+        &mut self,
+        conn: &mut SqliteConnection,
+        batch: &[AppendRequest],
+    ) -> Result<Vec<Self::Reply>, sqlx::Error> {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for request in batch {
+            // A multi-event append must vanish whole if a later event of it fails.
+            let guarded = request.events.len() > 1;
+            if guarded {
+                sqlx::query("SAVEPOINT append").execute(&mut *conn).await?;
             }
-            sqlx::query("RELEASE append").execute(&mut *tx).await?;
+            let outcome = append_one(conn, request).await?;
+            if guarded {
+                if outcome.is_err() {
+                    sqlx::query("ROLLBACK TO append")
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                sqlx::query("RELEASE append").execute(&mut *conn).await?;
+            }
+            outcomes.push(outcome);
         }
-        outcomes.push(outcome);
+        Ok(outcomes)
     }
-    tx.commit().await?;
-    Ok(outcomes)
+
+    /// One request of one event: a single conditional INSERT in autocommit mode is atomic.
+    fn single_statement(&self, batch: &[AppendRequest]) -> bool {
+        matches!(batch, [request] if request.events.len() == 1)
+    }
+
+    fn committed(&mut self, outcomes: &[Self::Reply]) {
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, Ok(outcome) if !outcome.idempotent_replay))
+        {
+            self.changes
+                .send_modify(|generation| *generation = generation.wrapping_add(1));
+        }
+    }
 }
 
 /// Inserts one request's events: the first insert checks the expected version in the same

@@ -56,6 +56,7 @@ macro_rules! read_side_suite {
             batched_and_one_by_one_application_agree,
             the_runner_follows_live_events_and_stops_on_shutdown,
             concurrent_claims_of_one_address_agree_on_one_id,
+            batched_claims_of_many_addresses_each_get_their_own_winner,
             the_email_index_finds_many_and_forgets_on_removal,
             reactor_checkpoints_are_stored_by_name,
             the_live_status_view_loads_the_read_model_then_follows_the_log,
@@ -1006,6 +1007,67 @@ pub async fn concurrent_claims_of_one_address_agree_on_one_id(backend: &mut impl
     }
     let stranger = EmailAddress::parse("someone.else@example.com").unwrap();
     assert_eq!(index.find(&stranger).await.unwrap(), None);
+}
+
+/// 200 concurrent claims of 50 addresses (4 each, in different spellings, through two index
+/// handles as two processes would): claims are committed in batches, and a batch that lost a
+/// claim or handed one caller another's answer fails here.
+pub async fn batched_claims_of_many_addresses_each_get_their_own_winner(
+    backend: &mut impl Backend,
+) {
+    const ADDRESSES: usize = 50;
+    const CLAIMS_EACH: usize = 4;
+    let indexes = [backend.email_index().await, backend.email_index().await];
+    let spelling = |n: usize, k: usize| {
+        let address = format!("Batch.Reader.{n}@Example.com");
+        EmailAddress::parse(&if k.is_multiple_of(2) {
+            address
+        } else {
+            address.to_uppercase()
+        })
+        .unwrap()
+    };
+    let mut tasks = Vec::new();
+    for k in 0..CLAIMS_EACH {
+        for n in 0..ADDRESSES {
+            let index = indexes[(n + k) % 2].clone();
+            let address = spelling(n, k);
+            let candidate = new_id();
+            tasks.push(tokio::spawn(async move {
+                let winner = index.claim(&address, candidate).await;
+                (n, candidate, winner)
+            }));
+        }
+    }
+    let mut candidates: BTreeMap<usize, BTreeSet<SubscriberId>> = BTreeMap::new();
+    let mut answers: BTreeMap<usize, BTreeSet<SubscriberId>> = BTreeMap::new();
+    for task in futures::future::join_all(tasks).await {
+        let (n, candidate, winner) = task.unwrap();
+        candidates.entry(n).or_default().insert(candidate);
+        answers.entry(n).or_default().insert(winner.unwrap());
+    }
+    assert_eq!(answers.len(), ADDRESSES, "every claim answered");
+    let mut winners = BTreeSet::new();
+    for (n, got) in &answers {
+        assert_eq!(
+            got.len(),
+            1,
+            "address {n}: every caller gets one id: {got:?}"
+        );
+        let winner = *got.first().unwrap();
+        assert!(
+            candidates[n].contains(&winner),
+            "address {n}: the id is one of its own candidates, not another address's"
+        );
+        for index in &indexes {
+            assert_eq!(index.find(&spelling(*n, 1)).await.unwrap(), Some(winner));
+        }
+        winners.insert(winner);
+    }
+    assert_eq!(winners.len(), ADDRESSES, "one id per address");
+    let all: Vec<EmailAddress> = (0..ADDRESSES).map(|n| spelling(n, 0)).collect();
+    let found = indexes[0].find_many(&all).await.unwrap();
+    assert_eq!(found.len(), ADDRESSES, "every address is stored");
 }
 
 pub async fn the_email_index_finds_many_and_forgets_on_removal(backend: &mut impl Backend) {
