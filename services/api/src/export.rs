@@ -219,6 +219,20 @@ pub struct AdminAction {
     pub detail: Option<String>,
 }
 
+impl AdminAction {
+    /// An action recorded as an event of the subscriber's stream.
+    fn from_event(action: &str, actor: String, at: DateTime<Utc>, detail: Option<String>) -> Self {
+        Self {
+            action: action.to_owned(),
+            actor,
+            at,
+            source: "event",
+            outcome: None,
+            detail,
+        }
+    }
+}
+
 /// A configured privacy-policy version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PolicyInfo {
@@ -529,14 +543,12 @@ pub fn build_export(
                         });
                 }
                 if e.channel == UnsubscribeChannel::Admin {
-                    admin_actions.push(AdminAction {
-                        action: "unsubscribed_by_admin".to_owned(),
-                        actor: actor.clone(),
-                        at: e.at,
-                        source: "event",
-                        outcome: None,
-                        detail: None,
-                    });
+                    admin_actions.push(AdminAction::from_event(
+                        "unsubscribed_by_admin",
+                        actor.clone(),
+                        e.at,
+                        None,
+                    ));
                 }
             }
             SubscriberEvent::SubscriptionRequestCancelled(e) => {
@@ -565,38 +577,32 @@ pub fn build_export(
                 }
                 end_request(&mut requests, e.request_id, "expired", e.at);
             }
-            SubscriberEvent::ProfileRectified(e) => admin_actions.push(AdminAction {
-                action: "profile_rectified".to_owned(),
-                actor: e.actor.as_str().to_owned(),
-                at: e.at,
-                source: "event",
-                outcome: None,
-                detail: Some(changed_fields(&e.changes)),
-            }),
-            SubscriberEvent::ProcessingRestricted(e) => admin_actions.push(AdminAction {
-                action: "processing_restricted".to_owned(),
-                actor: e.actor.as_str().to_owned(),
-                at: e.at,
-                source: "event",
-                outcome: None,
-                detail: Some(e.reason.as_str().to_owned()),
-            }),
-            SubscriberEvent::RestrictionLifted(e) => admin_actions.push(AdminAction {
-                action: "restriction_lifted".to_owned(),
-                actor: e.actor.as_str().to_owned(),
-                at: e.at,
-                source: "event",
-                outcome: None,
-                detail: Some(e.reason.as_str().to_owned()),
-            }),
-            SubscriberEvent::DataExported(e) => admin_actions.push(AdminAction {
-                action: "data_exported".to_owned(),
-                actor: e.actor.as_str().to_owned(),
-                at: e.at,
-                source: "event",
-                outcome: None,
-                detail: None,
-            }),
+            SubscriberEvent::ProfileRectified(e) => admin_actions.push(AdminAction::from_event(
+                "profile_rectified",
+                e.actor.as_str().to_owned(),
+                e.at,
+                Some(changed_fields(&e.changes)),
+            )),
+            SubscriberEvent::ProcessingRestricted(e) => {
+                admin_actions.push(AdminAction::from_event(
+                    "processing_restricted",
+                    e.actor.as_str().to_owned(),
+                    e.at,
+                    Some(e.reason.as_str().to_owned()),
+                ))
+            }
+            SubscriberEvent::RestrictionLifted(e) => admin_actions.push(AdminAction::from_event(
+                "restriction_lifted",
+                e.actor.as_str().to_owned(),
+                e.at,
+                Some(e.reason.as_str().to_owned()),
+            )),
+            SubscriberEvent::DataExported(e) => admin_actions.push(AdminAction::from_event(
+                "data_exported",
+                e.actor.as_str().to_owned(),
+                e.at,
+                None,
+            )),
             SubscriberEvent::SubscriberErased(_) | SubscriberEvent::PersonalDataErased(_) => {}
         }
         let change = match &event {
