@@ -188,9 +188,8 @@ async fn full_flow(backend: Backend) {
         "locale not kept: {by_id}"
     );
     let looked_up = service
-        .lookup(&alice)
-        .await
-        .expect("alice is known to the lookup");
+        .wait_lookup_status(&alice, "newsletter", "confirmed")
+        .await;
     assert_eq!(looked_up["id"].as_str(), Some(id.as_str()));
     assert_eq!(
         list_status(&looked_up, "newsletter").as_deref(),

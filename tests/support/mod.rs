@@ -1008,6 +1008,21 @@ impl Service {
         }
     }
 
+    /// Waits until the lookup (which reads the SQL read models) shows `want` on `list` for
+    /// `email`, and returns its document; after the deadline returns the last answer, so the
+    /// caller's assertion reports it. Status by id answers from the API's in-memory view, which
+    /// follows the log separately and may be ahead of the read models for a moment.
+    pub async fn wait_lookup_status(&self, email: &str, list: &str, want: &str) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let found = self.wait_lookup(email).await;
+            if list_status(&found, list).as_deref() == Some(want) || Instant::now() >= deadline {
+                return found;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Waits until the lookup knows `email` and returns its id.
     pub async fn subscriber_id(&self, email: &str) -> String {
         let s = self.wait_lookup(email).await;
