@@ -1,6 +1,7 @@
-//! `bench-baseline [ADDR]`: answers every `GET /` with a small JSON document, on as many workers
-//! as `newsletter` uses, so `bench/run` can state our figures as ratios of this machine's HTTP
-//! ceiling.
+//! `bench-baseline [ADDR]`: answers `GET /` and `GET /internal/v1/subscribers/{id}` with a small
+//! JSON document, on as many workers as `newsletter` uses, so `bench/run` can state our figures as
+//! ratios of this machine's HTTP ceiling. The second route lets the status-by-id figure's baseline
+//! take the very requests (same wrk script, same paths and headers) that `newsletter` answers.
 
 use serde::Serialize;
 
@@ -23,7 +24,12 @@ async fn main() -> std::io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:18090".to_owned());
     actix_web::HttpServer::new(|| {
-        actix_web::App::new().route("/", actix_web::web::get().to(status))
+        actix_web::App::new()
+            .route("/", actix_web::web::get().to(status))
+            .route(
+                "/internal/v1/subscribers/{id}",
+                actix_web::web::get().to(status),
+            )
     })
     .bind(addr)?
     .run()
