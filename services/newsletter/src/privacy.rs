@@ -616,10 +616,7 @@ impl Privacy {
         let runner = ProjectionRunner::default();
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         loop {
-            if let Err(error) = runner
-                .catch_up_once(self.store.as_ref(), &self.models)
-                .await
-            {
+            if let Err(error) = runner.catch_up_once(&self.store, &self.models).await {
                 tracing::debug!(%error, "catch-up after erasure raced the projector; waiting");
             }
             let in_view = self

@@ -813,7 +813,7 @@ pub async fn rebuild_projections(raw: RawSettings) -> Result<(), SettingError> {
     let (_, _, storage) = prepare(&raw).await?;
     let started = std::time::Instant::now();
     let report = ProjectionRunner::default()
-        .rebuild(storage.store.as_ref(), &storage.models)
+        .rebuild(&storage.store, &storage.models)
         .await
         .map_err(|e| {
             SettingError::new("NEWSLETTER_DATABASE_URL", format!("rebuild failed: {e}"))

@@ -41,6 +41,13 @@ pub enum ReadModelError {
         #[source]
         source: StoreError,
     },
+    /// The task reading the log ahead of the applied batch ended without an answer (it was
+    /// cancelled: the runtime is shutting down).
+    #[error("the task reading the log ahead was cancelled while {operation}")]
+    ReaderCancelled {
+        /// What the projection was doing.
+        operation: &'static str,
+    },
     /// A subscriber event in the log cannot be decoded. The projection stops here rather than
     /// skip it: a skipped event would leave the read model silently wrong.
     #[error(

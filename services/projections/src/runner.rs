@@ -135,30 +135,36 @@ impl ProjectionRunner {
 
     /// Applies everything readable now, batch by batch, and returns how many events it applied.
     /// Errors are returned, not retried. The next batch is read (and decrypted, behind the
-    /// encrypting store) while the current one is written; it is applied only after the
-    /// current one committed, from the checkpoint that one moved to.
+    /// encrypting store) by a spawned task, on another worker thread, while the current one is
+    /// written; it is applied only after the current one committed, from the checkpoint that one
+    /// moved to.
     #[instrument(name = "projection.catch_up_once", skip_all, fields(projection = PROJECTION, backend = models.backend_name()), err)]
     pub async fn catch_up_once(
         &self,
-        store: &dyn EventStore,
+        store: &Arc<dyn EventStore>,
         models: &ReadModels,
     ) -> Result<u64, ReadModelError> {
         let mut checkpoint: Option<Position> = models.load_checkpoint(PROJECTION).await?;
         let size = self.batch_size.max(1);
-        let read = |after: Option<Position>| async move {
-            store
-                .read_all(after, size)
-                .await
-                .map_err(ReadModelError::store("reading the log"))
+        let read_ahead = |after: Option<Position>| {
+            let store = Arc::clone(store);
+            tokio::spawn(
+                async move { store.read_all(after, size).await }
+                    .instrument(tracing::Span::current()),
+            )
         };
-        let mut batch = read(checkpoint).await?;
+        let mut batch = joined(read_ahead(checkpoint).await)?;
         let mut applied = 0_u64;
         while let Some(last) = batch.last().map(|e| e.position) {
-            let (moved, next) =
-                tokio::join!(models.apply_batch(checkpoint, &batch), read(Some(last)));
+            // Spawned before the apply starts, so reading and writing overlap.
+            let next = read_ahead(Some(last));
+            let moved = models.apply_batch(checkpoint, &batch).await;
+            if moved.is_err() {
+                next.abort();
+            }
             checkpoint = moved?;
             applied += batch.len() as u64;
-            batch = next?;
+            batch = joined(next.await)?;
         }
         Ok(applied)
     }
@@ -170,7 +176,7 @@ impl ProjectionRunner {
     #[instrument(name = "projection.rebuild", skip_all, fields(projection = PROJECTION, backend = models.backend_name()), err)]
     pub async fn rebuild(
         &self,
-        store: &dyn EventStore,
+        store: &Arc<dyn EventStore>,
         models: &ReadModels,
     ) -> Result<RebuildReport, ReadModelError> {
         models.truncate().await?;
@@ -219,9 +225,26 @@ pub(crate) async fn next_batch(
     Ok(Some(batch))
 }
 
+/// The events of a read-ahead task, or why there are none. A panic in the task is resumed here,
+/// as it would have surfaced had the read run in this task.
+fn joined(
+    result: Result<
+        Result<Vec<RecordedEvent>, newsletter_eventstore::StoreError>,
+        tokio::task::JoinError,
+    >,
+) -> Result<Vec<RecordedEvent>, ReadModelError> {
+    match result {
+        Ok(read) => read.map_err(ReadModelError::store("reading the log")),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(ReadModelError::ReaderCancelled {
+            operation: "reading the log",
+        }),
+    }
+}
+
 /// [`ProjectionRunner::catch_up_once`] with the default settings.
 pub async fn catch_up_once(
-    store: &dyn EventStore,
+    store: &Arc<dyn EventStore>,
     models: &ReadModels,
 ) -> Result<u64, ReadModelError> {
     ProjectionRunner::default()
@@ -231,7 +254,7 @@ pub async fn catch_up_once(
 
 /// [`ProjectionRunner::rebuild`] with the default settings.
 pub async fn rebuild(
-    store: &dyn EventStore,
+    store: &Arc<dyn EventStore>,
     models: &ReadModels,
 ) -> Result<RebuildReport, ReadModelError> {
     ProjectionRunner::default().rebuild(store, models).await

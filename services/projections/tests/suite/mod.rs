@@ -241,7 +241,7 @@ async fn catch_up_with(
     let mut applied = 0;
     loop {
         applied += runner
-            .catch_up_once(backend.store().as_ref(), models)
+            .catch_up_once(&backend.store(), models)
             .await
             .expect("catch up");
         let checkpoint = models.projection_checkpoint().await.expect("checkpoint");
@@ -718,14 +718,14 @@ pub async fn a_crash_mid_way_resumes_from_the_checkpoint_to_identical_rows(
         batch_size: 5,
         ..ProjectionRunner::default()
     }
-    .catch_up_once(store.as_ref(), &restarted)
+    .catch_up_once(&store, &restarted)
     .await
     .unwrap();
     assert!(resumed > 0);
     assert_eq!(restarted.projection_checkpoint().await.unwrap(), Some(last));
 
     let straight = backend.other_models().await;
-    let total = newsletter_projections::catch_up_once(store.as_ref(), &straight)
+    let total = newsletter_projections::catch_up_once(&store, &straight)
         .await
         .unwrap();
     let all = u64::try_from(store.read_all(None, 100_000).await.unwrap().len()).unwrap();
@@ -749,7 +749,7 @@ pub async fn rebuild_gives_identical_rows(backend: &mut impl Backend) {
     let erased = before.subscribers.len();
     assert!(erased < ids.len(), "the history erases some subscribers");
 
-    let report = newsletter_projections::rebuild(store.as_ref(), &models)
+    let report = newsletter_projections::rebuild(&store, &models)
         .await
         .unwrap();
     let all = store.read_all(None, 100_000).await.unwrap().len();
@@ -859,7 +859,7 @@ pub async fn batching_does_not_change_rows(
     assert_eq!(dump(&sevens, &ids).await, expected, "batches of 7");
 
     let models = backend.models();
-    newsletter_projections::rebuild(store.as_ref(), &models)
+    newsletter_projections::rebuild(&store, &models)
         .await
         .unwrap();
     // Rebuild reads what is readable now; make sure that is everything.
@@ -1149,7 +1149,7 @@ pub async fn reactor_checkpoints_are_stored_by_name(backend: &mut impl Backend) 
         Some(Position::new(1, 1))
     );
     // A rebuild resets the projection, not reactors.
-    newsletter_projections::rebuild(backend.store().as_ref(), &reopened)
+    newsletter_projections::rebuild(&backend.store(), &reopened)
         .await
         .unwrap();
     assert_eq!(
