@@ -2,8 +2,8 @@
 //! subscription request its confirmation mail (Danish or English), then records the outcome.
 //!
 //! - [`Mailer`]: the reactor (at-least-once; see [`reactor`]).
-//! - [`MailTransport`]: the port to whatever delivers mail; [`SmtpMailTransport`] (lettre,
-//!   pooled) and [`FileMailTransport`] (`.eml` files, the default outbox).
+//! - [`MailTransport`]: the port to whatever delivers mail; [`SmtpMailTransport`] (pooled:
+//!   [`PlainSmtpPool`] with `TCP_NODELAY` for plain SMTP, lettre's pool for TLS) and [`FileMailTransport`] (`.eml` files, the default outbox).
 //! - [`CheckpointStore`]: the port where the reactor keeps its place.
 //! - [`build_confirmation`] and [`template`]: the mail itself.
 
@@ -12,6 +12,7 @@ mod config;
 mod message;
 pub mod reactor;
 mod retry;
+mod smtp_pool;
 pub mod template;
 mod transport;
 
@@ -20,6 +21,8 @@ pub use config::{ListTitle, MailerConfig};
 pub use message::{BuildError, ConfirmationMail, build_confirmation, link};
 pub use reactor::{ACTOR, CHECKPOINT_NAME, CONCURRENCY, Mailer, MailerStats, StatsSnapshot};
 pub use retry::RetryPolicy;
+pub use smtp_pool::{CLOSE_AFTER_IDLE, NOOP_AFTER_IDLE, PlainSmtpPool};
 pub use transport::{
-    FileMailTransport, MailTransport, SMTP_TIMEOUT, SendError, SmtpMailTransport, TransportError,
+    FileMailTransport, MailTransport, SMTP_CONNECTIONS, SMTP_TIMEOUT, SendError, SmtpMailTransport,
+    TransportError,
 };

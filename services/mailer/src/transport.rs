@@ -1,12 +1,15 @@
-//! The [`MailTransport`] port and its adapters: SMTP ([`SmtpMailTransport`]) and a directory of
+//! The [`MailTransport`] port and its adapters: SMTP ([`SmtpMailTransport`], over
+//! [`crate::PlainSmtpPool`] or lettre's pool) and a directory of
 //! `.eml` files ([`FileMailTransport`], the default outbox when no SMTP URL is configured).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::smtp_pool::PlainSmtpPool;
 use async_trait::async_trait;
 use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 /// Why a mail was not handed over. The message never holds personal data (SMTP reply texts,
@@ -68,24 +71,42 @@ pub enum TransportError {
     },
 }
 
-/// SMTP delivery through lettre with pooled connections.
+/// SMTP delivery with pooled connections.
 ///
-/// URL forms (lettre's): `smtp://host:port` (plain, for a local relay or a test server),
-/// `smtp://host:587?tls=required` (STARTTLS), `smtps://user:pass@host` (implicit TLS, port 465).
-/// TLS uses rustls with the `ring` provider and the webpki root certificates.
-/// At most [`SMTP_CONNECTIONS`] exchanges run at once, so the relay never sees more connections
-/// than the pool keeps (lettre opens an extra, unpooled connection when every pooled one is
-/// busy).
+/// URL forms (lettre's): `smtp://host:port` (plain, for a relay on the same host or network or
+/// a test server), `smtp://host:587?tls=required` (STARTTLS), `smtps://user:pass@host` (implicit
+/// TLS, port 465). A path sets the EHLO name (`smtp://relay:25/mail.example.com`).
+///
+/// The plain form without credentials goes through [`PlainSmtpPool`], which sets `TCP_NODELAY`
+/// (lettre 0.11.23 does not, and Nagle's algorithm then costs 40 ms per mail). The TLS forms
+/// and any form with credentials go through lettre's own pooled transport (rustls with the
+/// `ring` provider and the webpki root certificates); they keep the 40 ms until lettre releases
+/// its `TCP_NODELAY` change. Either way at most [`SMTP_CONNECTIONS`] exchanges run at once.
 #[derive(Clone)]
 pub struct SmtpMailTransport {
-    inner: AsyncSmtpTransport<Tokio1Executor>,
-    connections: Arc<tokio::sync::Semaphore>,
+    delivery: Delivery,
+}
+
+/// The two ways [`SmtpMailTransport`] delivers.
+#[derive(Clone)]
+enum Delivery {
+    /// Plain SMTP through our pool (`TCP_NODELAY`).
+    Plain(Arc<PlainSmtpPool>),
+    /// TLS or AUTH through lettre's pool, and a bound on exchanges at once (lettre opens an
+    /// extra, unpooled connection when every pooled one is busy).
+    Lettre {
+        inner: AsyncSmtpTransport<Tokio1Executor>,
+        connections: Arc<tokio::sync::Semaphore>,
+    },
 }
 
 impl std::fmt::Debug for SmtpMailTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // lettre's Debug may show credentials; keep them out.
-        f.write_str("SmtpMailTransport")
+        f.write_str(match self.delivery {
+            Delivery::Plain(_) => "SmtpMailTransport(plain, nodelay pool)",
+            Delivery::Lettre { .. } => "SmtpMailTransport(lettre pool)",
+        })
     }
 }
 
@@ -93,32 +114,98 @@ impl std::fmt::Debug for SmtpMailTransport {
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pooled connections to the relay, and the most exchanges at once.
 pub const SMTP_CONNECTIONS: u32 = 4;
+/// The port of `smtp://` when the URL names none (lettre's default too).
+const SMTP_DEFAULT_PORT: u16 = 25;
 
 impl SmtpMailTransport {
-    /// A pooled transport for a lettre connection URL.
+    /// A pooled transport for a lettre connection URL. Call it within a Tokio runtime: lettre's
+    /// pool (the TLS forms) spawns its idle-connection reaper there.
     pub fn from_url(url: &str) -> Result<Self, TransportError> {
-        let inner = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(TransportError::InvalidUrl)?
+        // lettre validates every form, the plain one included, so both paths accept and refuse
+        // the same URLs.
+        let lettre = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            .map_err(TransportError::InvalidUrl)?;
+        if let Some(plain) = plain_smtp(url) {
+            return Ok(Self {
+                delivery: Delivery::Plain(Arc::new(PlainSmtpPool::new(
+                    plain.host,
+                    plain.port,
+                    plain.hello,
+                    SMTP_CONNECTIONS as usize,
+                    SMTP_TIMEOUT,
+                ))),
+            });
+        }
+        let inner = lettre
             .timeout(Some(SMTP_TIMEOUT))
             .pool_config(PoolConfig::new().max_size(SMTP_CONNECTIONS))
             .build();
         Ok(Self {
-            inner,
-            connections: Arc::new(tokio::sync::Semaphore::new(SMTP_CONNECTIONS as usize)),
+            delivery: Delivery::Lettre {
+                inner,
+                connections: Arc::new(tokio::sync::Semaphore::new(SMTP_CONNECTIONS as usize)),
+            },
         })
     }
+
+    /// True when mail goes through [`PlainSmtpPool`] (`TCP_NODELAY`), false for lettre's pool.
+    #[must_use]
+    pub fn is_plain_pool(&self) -> bool {
+        matches!(self.delivery, Delivery::Plain(_))
+    }
+}
+
+/// Where a plain `smtp://` URL without TLS or credentials points.
+struct PlainTarget {
+    host: String,
+    port: u16,
+    hello: ClientId,
+}
+
+/// The plain form of an SMTP URL, or `None` for the TLS and credential forms.
+fn plain_smtp(url: &str) -> Option<PlainTarget> {
+    let url = url::Url::parse(url).ok()?;
+    let plain = url.scheme() == "smtp"
+        && url.username().is_empty()
+        && url.password().is_none()
+        && !url.query_pairs().any(|(k, _)| k == "tls");
+    if !plain {
+        return None;
+    }
+    // Url keeps the brackets of an IPv6 literal, which the resolver does not take.
+    let host = url
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let name = url.path().trim_matches('/');
+    let hello = if name.is_empty() {
+        ClientId::default()
+    } else {
+        ClientId::Domain(name.to_owned())
+    };
+    Some(PlainTarget {
+        host,
+        port: url.port().unwrap_or(SMTP_DEFAULT_PORT),
+        hello,
+    })
 }
 
 #[async_trait]
 impl MailTransport for SmtpMailTransport {
     async fn send(&self, message: Message) -> Result<(), SendError> {
-        // The semaphore is never closed, so acquiring fails only if it were: send anyway.
-        let _connection = self.connections.acquire().await.ok();
-        self.inner
-            .send(message)
-            .await
-            .map(|_| ())
-            .map_err(|e| classify_smtp(&e))
+        match &self.delivery {
+            Delivery::Plain(pool) => pool.send(&message).await,
+            Delivery::Lettre { inner, connections } => {
+                // The semaphore is never closed, so acquiring fails only if it were: send anyway.
+                let _connection = connections.acquire().await.ok();
+                inner
+                    .send(message)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| classify_smtp(&e))
+            }
+        }
     }
 
     fn name(&self) -> &'static str {
@@ -126,18 +213,21 @@ impl MailTransport for SmtpMailTransport {
     }
 
     async fn check(&self) -> Result<(), SendError> {
-        match self.inner.test_connection().await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(SendError::Unavailable(
-                "the SMTP relay did not answer NOOP".to_owned(),
-            )),
-            Err(e) => Err(classify_smtp(&e)),
+        match &self.delivery {
+            Delivery::Plain(pool) => pool.check().await,
+            Delivery::Lettre { inner, .. } => match inner.test_connection().await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(SendError::Unavailable(
+                    "the SMTP relay did not answer NOOP".to_owned(),
+                )),
+                Err(e) => Err(classify_smtp(&e)),
+            },
         }
     }
 }
 
 /// Sorts a lettre SMTP error into transient or permanent, keeping only the reply code.
-fn classify_smtp(error: &lettre::transport::smtp::Error) -> SendError {
+pub(crate) fn classify_smtp(error: &lettre::transport::smtp::Error) -> SendError {
     let code = error.status().map(|c| c.to_string());
     if error.is_permanent() {
         SendError::Permanent(format!("SMTP reply {}", code.as_deref().unwrap_or("5xx")))
@@ -203,5 +293,39 @@ impl MailTransport for FileMailTransport {
                 "the outbox directory is missing".to_owned(),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // lettre's pool spawns its idle reaper on the runtime, so the TLS forms need one.
+    #[tokio::test]
+    async fn plain_smtp_urls_use_the_nodelay_pool_and_tls_or_credentials_use_lettres() {
+        let plain = |url: &str| SmtpMailTransport::from_url(url).map(|t| t.is_plain_pool());
+        assert!(plain("smtp://127.0.0.1:2525").unwrap());
+        assert!(plain("smtp://relay.internal").unwrap());
+        assert!(plain("smtp://[::1]:2525/mail.example.com").unwrap());
+        assert!(!plain("smtp://relay.example.com:587?tls=required").unwrap());
+        assert!(!plain("smtp://relay.example.com?tls=opportunistic").unwrap());
+        assert!(!plain("smtp://user:secret@relay.example.com:25").unwrap());
+        assert!(!plain("smtps://user:secret@relay.example.com").unwrap());
+        assert!(plain("http://relay.example.com").is_err());
+        assert!(plain("not a url").is_err());
+    }
+
+    #[test]
+    fn the_plain_target_takes_port_host_and_ehlo_name_from_the_url() {
+        let target = plain_smtp("smtp://[::1]/mail.example.com").unwrap();
+        assert_eq!(target.host, "::1");
+        assert_eq!(target.port, 25);
+        assert_eq!(
+            target.hello,
+            ClientId::Domain("mail.example.com".to_owned())
+        );
+        let target = plain_smtp("smtp://relay:2525").unwrap();
+        assert_eq!((target.host.as_str(), target.port), ("relay", 2525));
+        assert_eq!(target.hello, ClientId::default());
     }
 }

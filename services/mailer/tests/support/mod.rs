@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -112,9 +113,16 @@ struct Catcher {
     /// The reply to RCPT: 250, 550 (no such mailbox) or 451 (try again later).
     rcpt_reply: u16,
     current: Option<Received>,
+    /// EHLO/HELO greetings seen: one per SMTP session (no STARTTLS here).
+    greetings: Arc<AtomicUsize>,
 }
 
 impl mailin_embedded::Handler for Catcher {
+    fn helo(&mut self, _ip: std::net::IpAddr, _domain: &str) -> mailin_embedded::Response {
+        self.greetings.fetch_add(1, Ordering::SeqCst);
+        mailin_embedded::response::OK
+    }
+
     fn rcpt(&mut self, _to: &str) -> mailin_embedded::Response {
         match self.rcpt_reply {
             550 => mailin_embedded::response::NO_MAILBOX,
@@ -158,6 +166,7 @@ impl mailin_embedded::Handler for Catcher {
 pub struct SmtpServer {
     pub port: u16,
     inbox: Arc<Mutex<Vec<Received>>>,
+    greetings: Arc<AtomicUsize>,
 }
 
 impl SmtpServer {
@@ -180,10 +189,12 @@ impl SmtpServer {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let inbox = Arc::new(Mutex::new(Vec::new()));
+        let greetings = Arc::new(AtomicUsize::new(0));
         let mut server = mailin_embedded::Server::new(Catcher {
             inbox: Arc::clone(&inbox),
             rcpt_reply,
             current: None,
+            greetings: Arc::clone(&greetings),
         });
         server
             .with_name("smtp.test")
@@ -192,7 +203,11 @@ impl SmtpServer {
         std::thread::spawn(move || {
             let _ = server.serve();
         });
-        Self { port, inbox }
+        Self {
+            port,
+            inbox,
+            greetings,
+        }
     }
 
     pub fn start() -> Self {
@@ -201,6 +216,11 @@ impl SmtpServer {
 
     pub fn url(&self) -> String {
         format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// SMTP sessions opened so far (each greets once).
+    pub fn sessions(&self) -> usize {
+        self.greetings.load(Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<Received> {
