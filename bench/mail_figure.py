@@ -61,11 +61,14 @@ def _start_sink(bench, directory):
     return process, port
 
 
-def _recipients(directory):
-    recipients = []
+def _read_new_recipients(directory, seen):
+    """Adds the recipients of `*.json` files not read yet to `seen` (path -> recipients) and
+    returns every recipient so far. Only new files are parsed: re-reading all of them on every
+    poll cost the shared cores more CPU the further the run got."""
     for path in directory.glob("*.json"):
-        recipients += json.loads(path.read_text())["rcpt_tos"]
-    return recipients
+        if path not in seen:
+            seen[path] = json.loads(path.read_text())["rcpt_tos"]
+    return [rcpt for rcpts in seen.values() for rcpt in rcpts]
 
 
 def _sink_capacity(port, count, size):
@@ -120,9 +123,9 @@ def measure(bench, mails, timeout=300):
     mailer = bench.start([binary, "mailer"], env=mailer_env, name="mailer")
     wanted = set(addresses)
     deadline = started + timeout
-    received = []
+    received, seen = [], {}
     while time.perf_counter() < deadline:
-        received = _recipients(sink_dir)
+        received = _read_new_recipients(sink_dir, seen)
         if wanted <= set(received):
             break
         time.sleep(0.05)
