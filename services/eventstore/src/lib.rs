@@ -23,5 +23,5 @@ pub use model::{
 };
 pub use port::EventStore;
 pub use postgres::{PostgresConfig, PostgresEventStore};
-pub use sqlite::{SqliteConfig, SqliteDurability, SqliteEventStore};
+pub use sqlite::{SQLITE_CACHE_SIZE, SqliteConfig, SqliteDurability, SqliteEventStore};
 pub use subscription::{Subscription, SubscriptionOptions};

@@ -120,6 +120,7 @@ pub(crate) fn sqlite_options(options: SqliteConnectOptions) -> SqliteConnectOpti
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
         .pragma("secure_delete", "ON")
+        .pragma("cache_size", newsletter_eventstore::SQLITE_CACHE_SIZE)
 }
 
 pub(crate) async fn open_sqlite(options: SqliteConnectOptions) -> Result<Pool, VaultError> {

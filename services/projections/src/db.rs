@@ -84,6 +84,7 @@ pub(crate) fn durable_sqlite(options: SqliteConnectOptions) -> SqliteConnectOpti
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
         .pragma("secure_delete", "ON")
+        .pragma("cache_size", newsletter_eventstore::SQLITE_CACHE_SIZE)
 }
 
 /// Opens a SQLite file (created if missing) with [`durable_sqlite`] and migrates it.

@@ -31,6 +31,13 @@ use writer::{AppendRequest, Appends};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// `PRAGMA cache_size` of every SQLite connection the service opens (event store, key vault,
+/// read models): 512 KiB, negative meaning KiB. SQLite's default is 2 MiB per connection; with
+/// about fifteen connections in `serve` that was about 30 MB of RSS once every cache had filled
+/// (measured: 155 MB against 121-126 MB after catching up on 100,000 subscribers), while the
+/// database files stay in the OS page cache either way.
+pub const SQLITE_CACHE_SIZE: &str = "-512";
+
 /// Tuning of the SQLite adapter.
 #[derive(Debug, Clone)]
 pub struct SqliteConfig {
@@ -92,7 +99,8 @@ impl SqliteEventStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(config.busy_timeout);
+            .busy_timeout(config.busy_timeout)
+            .pragma("cache_size", SQLITE_CACHE_SIZE);
         let mut write_conn = durable
             .clone()
             .connect()
