@@ -3,7 +3,8 @@
 //!
 //! - [`Mailer`]: the reactor (at-least-once; see [`reactor`]).
 //! - [`MailTransport`]: the port to whatever delivers mail; [`SmtpMailTransport`] (pooled:
-//!   [`PlainSmtpPool`] with `TCP_NODELAY` for plain SMTP, lettre's pool for TLS) and [`FileMailTransport`] (`.eml` files, the default outbox).
+//!   [`PlainSmtpPool`] with `TCP_NODELAY` for plain SMTP, lettre's pool for TLS) and
+//!   [`FileMailTransport`] (`.eml` files, the default outbox).
 //! - [`CheckpointStore`]: the port where the reactor keeps its place.
 //! - [`build_confirmation`] and [`template`]: the mail itself.
 

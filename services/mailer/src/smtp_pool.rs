@@ -20,7 +20,7 @@ use lettre::transport::smtp::extension::ClientId;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use crate::transport::{SendError, classify_smtp};
+use crate::transport::{SendError, classify_smtp, no_answer_to_noop};
 
 /// A connection idle at least this long is checked with NOOP before it carries a mail.
 pub const NOOP_AFTER_IDLE: Duration = Duration::from_millis(500);
@@ -112,9 +112,7 @@ impl PlainSmtpPool {
             self.check_in(connection);
             Ok(())
         } else {
-            Err(SendError::Unavailable(
-                "the SMTP relay did not answer NOOP".to_owned(),
-            ))
+            Err(no_answer_to_noop())
         }
     }
 

@@ -217,13 +217,16 @@ impl MailTransport for SmtpMailTransport {
             Delivery::Plain(pool) => pool.check().await,
             Delivery::Lettre { inner, .. } => match inner.test_connection().await {
                 Ok(true) => Ok(()),
-                Ok(false) => Err(SendError::Unavailable(
-                    "the SMTP relay did not answer NOOP".to_owned(),
-                )),
+                Ok(false) => Err(no_answer_to_noop()),
                 Err(e) => Err(classify_smtp(&e)),
             },
         }
     }
+}
+
+/// The readiness failure of a relay that did not answer NOOP.
+pub(crate) fn no_answer_to_noop() -> SendError {
+    SendError::Unavailable("the SMTP relay did not answer NOOP".to_owned())
 }
 
 /// Sorts a lettre SMTP error into transient or permanent, keeping only the reply code.
