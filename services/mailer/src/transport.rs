@@ -60,6 +60,10 @@ pub enum TransportError {
     /// The SMTP URL was not accepted (the URL is not echoed: it may hold a password).
     #[error("invalid SMTP URL (expected smtp://host:port or smtps://user:pass@host): {0}")]
     InvalidUrl(#[source] lettre::transport::smtp::Error),
+    /// A TLS or credential form was built outside a Tokio runtime (lettre's pool spawns its
+    /// idle-connection reaper on the current runtime, and would panic without one).
+    #[error("the SMTP transport for a TLS or credential URL must be built within a Tokio runtime")]
+    NoRuntime,
     /// The outbox directory could not be created.
     #[error("cannot create the mail outbox directory {path}: {source}")]
     Outbox {
@@ -118,8 +122,9 @@ pub const SMTP_CONNECTIONS: u32 = 4;
 const SMTP_DEFAULT_PORT: u16 = 25;
 
 impl SmtpMailTransport {
-    /// A pooled transport for a lettre connection URL. Call it within a Tokio runtime: lettre's
-    /// pool (the TLS forms) spawns its idle-connection reaper there.
+    /// A pooled transport for a lettre connection URL. The TLS and credential forms need a
+    /// Tokio runtime (lettre's pool spawns its idle-connection reaper there): outside one they
+    /// are refused with [`TransportError::NoRuntime`].
     pub fn from_url(url: &str) -> Result<Self, TransportError> {
         // lettre validates every form, the plain one included, so both paths accept and refuse
         // the same URLs.
@@ -135,6 +140,9 @@ impl SmtpMailTransport {
                     SMTP_TIMEOUT,
                 ))),
             });
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(TransportError::NoRuntime);
         }
         let inner = lettre
             .timeout(Some(SMTP_TIMEOUT))
@@ -316,6 +324,16 @@ mod tests {
         assert!(!plain("smtps://user:secret@relay.example.com").unwrap());
         assert!(plain("http://relay.example.com").is_err());
         assert!(plain("not a url").is_err());
+    }
+
+    #[test]
+    fn outside_a_runtime_the_tls_forms_are_refused_and_the_plain_form_is_built() {
+        let tls = SmtpMailTransport::from_url("smtps://user:secret@relay.example.com");
+        assert!(matches!(tls, Err(TransportError::NoRuntime)));
+        let starttls = SmtpMailTransport::from_url("smtp://relay.example.com:587?tls=required");
+        assert!(matches!(starttls, Err(TransportError::NoRuntime)));
+        let plain = SmtpMailTransport::from_url("smtp://127.0.0.1:2525");
+        assert!(plain.is_ok_and(|t| t.is_plain_pool()));
     }
 
     #[test]
