@@ -9,13 +9,15 @@
 //! (`privacy_stats_members`: opaque id and list id only), and deletes those rows when it counts
 //! the erasure. The month is the month (UTC) the event was recorded.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use newsletter_eventstore::{EventStore, Position, RecordedEvent};
 use serde::Serialize;
 use serde_json::Value;
+use sqlx::QueryBuilder;
+use uuid::Uuid;
 
 use crate::db::{Pool, on_pool};
 use crate::error::VaultError;
@@ -58,6 +60,115 @@ fn lists_of(payload: &Value) -> BTreeSet<String> {
     out
 }
 
+/// Rows per multi-row statement (6 binds a row at most, well under SQLite's limit).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Which count an event moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Column {
+    Requested,
+    Confirmed,
+    Unsubscribed,
+    Erased,
+}
+
+/// One counted event of a batch, parsed outside the transaction.
+struct Counted {
+    subscriber: Uuid,
+    month: String,
+    column: Column,
+    /// The lists it names (empty for an erasure: those come from the members table).
+    lists: BTreeSet<String>,
+}
+
+/// The counted events among `events`, in log order.
+fn counted_events(events: &[RecordedEvent]) -> Result<Vec<Counted>, VaultError> {
+    let mut out = Vec::new();
+    for event in events {
+        let Some(subscriber) = subscriber_of(event.stream.as_str()) else {
+            continue;
+        };
+        let column = match event.event_type.as_str() {
+            "SubscriptionRequested" => Column::Requested,
+            "SubscriptionConfirmed" => Column::Confirmed,
+            "Unsubscribed" => Column::Unsubscribed,
+            "SubscriberErased" => Column::Erased,
+            _ => continue,
+        };
+        let lists = if column == Column::Erased {
+            BTreeSet::new()
+        } else {
+            let payload: Value =
+                serde_json::from_str(&event.payload).map_err(|_| VaultError::Corrupt {
+                    what: format!("event at {}", event.position),
+                    reason: "payload is not JSON".to_owned(),
+                })?;
+            lists_of(&payload)
+        };
+        out.push(Counted {
+            subscriber,
+            month: event.recorded_at.format("%Y-%m").to_string(),
+            column,
+            lists,
+        });
+    }
+    Ok(out)
+}
+
+/// What a batch writes: counts to add per (list, month) as
+/// `[requested, confirmed, unsubscribed, erased]`, and the member rows to insert (those of
+/// erased subscribers are deleted first).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Plan {
+    counts: BTreeMap<(String, String), [i64; 4]>,
+    members: Vec<(String, String)>,
+}
+
+/// Folds a batch in log order, as applying it one event at a time would: a request remembers
+/// its lists, an erasure counts every list remembered so far (`stored`: the members rows of the
+/// batch's erased subscribers before it) and forgets them.
+fn fold(counted: &[Counted], stored: &[(String, String)]) -> Plan {
+    let mut remembered: HashMap<Uuid, BTreeSet<String>> = HashMap::new();
+    for (subscriber, list) in stored {
+        if let Ok(id) = Uuid::parse_str(subscriber) {
+            remembered.entry(id).or_default().insert(list.clone());
+        }
+    }
+    // Lists remembered since the subscriber's last erasure in this batch (or the batch start).
+    let mut added: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
+    let mut plan = Plan::default();
+    for event in counted {
+        let lists = if event.column == Column::Erased {
+            added.remove(&event.subscriber);
+            remembered.remove(&event.subscriber).unwrap_or_default()
+        } else {
+            if event.column == Column::Requested {
+                remembered
+                    .entry(event.subscriber)
+                    .or_default()
+                    .extend(event.lists.iter().cloned());
+                added
+                    .entry(event.subscriber)
+                    .or_default()
+                    .extend(event.lists.iter().cloned());
+            }
+            event.lists.clone()
+        };
+        let index = event.column as usize;
+        for list in lists {
+            plan.counts.entry((list, event.month.clone())).or_default()[index] += 1;
+        }
+    }
+    plan.members = added
+        .into_iter()
+        .flat_map(|(subscriber, lists)| {
+            let id = subscriber.to_string();
+            lists.into_iter().map(move |list| (id.clone(), list))
+        })
+        .collect();
+    plan
+}
+
 impl Stats {
     /// The statistics in the vault's database.
     #[must_use]
@@ -82,7 +193,10 @@ impl Stats {
         }))
     }
 
-    /// Applies a batch read after `after` in one transaction with the checkpoint.
+    /// Applies a batch read after `after` in one transaction with the checkpoint. The events are
+    /// parsed and folded before and around a handful of statements (checkpoint, one read of the
+    /// erased subscribers' lists, one delete, one insert of members, one upsert of counts), so
+    /// the vault's write lock is held for a few statements per batch, not per event.
     async fn apply(
         &self,
         after: Option<Position>,
@@ -91,6 +205,14 @@ impl Stats {
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(after);
         };
+        let counted = counted_events(events)?;
+        let erased: Vec<String> = counted
+            .iter()
+            .filter(|c| c.column == Column::Erased)
+            .map(|c| c.subscriber.to_string())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         on_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(VaultError::db("begin statistics batch"))?;
@@ -111,49 +233,52 @@ impl Stats {
                     reason: "moved by another runner".to_owned(),
                 });
             }
-            for event in events {
-                let Some(subscriber) = subscriber_of(event.stream.as_str()) else { continue };
-                let column = match event.event_type.as_str() {
-                    "SubscriptionRequested" => "requested",
-                    "SubscriptionConfirmed" => "confirmed",
-                    "Unsubscribed" => "unsubscribed",
-                    "SubscriberErased" => "erased",
-                    _ => continue,
-                };
-                let month = event.recorded_at.format("%Y-%m").to_string();
-                let lists: Vec<String> = if column == "erased" {
-                    let lists: Vec<String> = sqlx::query_scalar("SELECT list_id FROM privacy_stats_members WHERE subscriber_id = $1 ORDER BY list_id")
-                        .bind(subscriber.to_string())
-                        .fetch_all(&mut *tx).await
-                        .map_err(VaultError::db("read a subscriber's lists"))?;
-                    sqlx::query("DELETE FROM privacy_stats_members WHERE subscriber_id = $1")
-                        .bind(subscriber.to_string())
-                        .execute(&mut *tx).await
-                        .map_err(VaultError::db("forget a subscriber's lists"))?;
-                    lists
-                } else {
-                    let payload: Value = serde_json::from_str(&event.payload).map_err(|_| VaultError::Corrupt {
-                        what: format!("event at {}", event.position),
-                        reason: "payload is not JSON".to_owned(),
-                    })?;
-                    lists_of(&payload).into_iter().collect()
-                };
-                for list in lists {
-                    if column == "requested" {
-                        sqlx::query("INSERT INTO privacy_stats_members (subscriber_id, list_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                            .bind(subscriber.to_string()).bind(&list)
-                            .execute(&mut *tx).await
-                            .map_err(VaultError::db("remember a subscriber's list"))?;
-                    }
-                    let sql = format!(
-                        "INSERT INTO privacy_stats (list_id, month, {column}) VALUES ($1, $2, 1) \
-                         ON CONFLICT (list_id, month) DO UPDATE SET {column} = privacy_stats.{column} + 1"
-                    );
-                    sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(&list).bind(&month)
-                        .execute(&mut *tx).await
-                        .map_err(VaultError::db("count an event"))?;
+            let mut stored: Vec<(String, String)> = Vec::new();
+            for chunk in erased.chunks(ROWS_PER_STATEMENT) {
+                let mut query = QueryBuilder::new("SELECT subscriber_id, list_id FROM privacy_stats_members WHERE subscriber_id IN (");
+                let mut list = query.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.as_str());
                 }
+                query.push(")");
+                let rows: Vec<(String, String)> = query.build_query_as().fetch_all(&mut *tx).await
+                    .map_err(VaultError::db("read the erased subscribers' lists"))?;
+                stored.extend(rows);
+            }
+            let plan = fold(&counted, &stored);
+            for chunk in erased.chunks(ROWS_PER_STATEMENT) {
+                let mut query = QueryBuilder::new("DELETE FROM privacy_stats_members WHERE subscriber_id IN (");
+                let mut list = query.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.as_str());
+                }
+                query.push(")");
+                query.build().execute(&mut *tx).await
+                    .map_err(VaultError::db("forget the erased subscribers' lists"))?;
+            }
+            for chunk in plan.members.chunks(ROWS_PER_STATEMENT) {
+                let mut query = QueryBuilder::new("INSERT INTO privacy_stats_members (subscriber_id, list_id) ");
+                query.push_values(chunk, |mut row, (subscriber, list)| {
+                    row.push_bind(subscriber.as_str()).push_bind(list.as_str());
+                });
+                query.push(" ON CONFLICT DO NOTHING");
+                query.build().execute(&mut *tx).await
+                    .map_err(VaultError::db("remember subscribers' lists"))?;
+            }
+            let counts: Vec<_> = plan.counts.iter().collect();
+            for chunk in counts.chunks(ROWS_PER_STATEMENT) {
+                let mut query = QueryBuilder::new("INSERT INTO privacy_stats (list_id, month, requested, confirmed, unsubscribed, erased) ");
+                query.push_values(chunk, |mut row, ((list, month), n)| {
+                    row.push_bind(list.as_str()).push_bind(month.as_str())
+                        .push_bind(n[0]).push_bind(n[1]).push_bind(n[2]).push_bind(n[3]);
+                });
+                query.push(" ON CONFLICT (list_id, month) DO UPDATE SET \
+                    requested = privacy_stats.requested + excluded.requested, \
+                    confirmed = privacy_stats.confirmed + excluded.confirmed, \
+                    unsubscribed = privacy_stats.unsubscribed + excluded.unsubscribed, \
+                    erased = privacy_stats.erased + excluded.erased");
+                query.build().execute(&mut *tx).await
+                    .map_err(VaultError::db("count a batch"))?;
             }
             tx.commit().await.map_err(VaultError::db("commit statistics batch"))?;
         });
@@ -225,5 +350,169 @@ impl Stats {
                 },
             )
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::master::{MasterKey, MasterKeyRing};
+    use chrono::{TimeZone, Utc};
+    use newsletter_eventstore::{EventMetadata, StreamId};
+
+    /// A pseudo-random history over a few subscribers and lists: requests, confirmations,
+    /// unsubscribes and erasures (some followed by a new request), across two months.
+    fn history(seed: u64, len: usize) -> Vec<RecordedEvent> {
+        let mut state = seed;
+        let mut next = |n: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % n
+        };
+        let subscribers: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
+        let lists = ["news", "offers", "events"];
+        (0..len)
+            .map(|i| {
+                let subscriber = subscribers[next(6) as usize];
+                let (event_type, payload) = match next(5) {
+                    0 | 1 => {
+                        let a = lists[next(3) as usize];
+                        let b = lists[next(3) as usize];
+                        (
+                            "SubscriptionRequested",
+                            format!(r#"{{"lists":["{a}","{b}"]}}"#),
+                        )
+                    }
+                    2 => (
+                        "SubscriptionConfirmed",
+                        format!(r#"{{"lists":["{}"]}}"#, lists[next(3) as usize]),
+                    ),
+                    3 => (
+                        "Unsubscribed",
+                        format!(r#"{{"list":"{}"}}"#, lists[next(3) as usize]),
+                    ),
+                    _ => ("SubscriberErased", "{}".to_owned()),
+                };
+                let n = i as u64 + 1;
+                RecordedEvent {
+                    event_id: Uuid::new_v4(),
+                    stream: StreamId::new(format!("subscriber-{subscriber}")).unwrap(),
+                    stream_version: n,
+                    position: Position::new(n, n),
+                    recorded_at: Utc
+                        .with_ymd_and_hms(2026, 11 + u32::from(i >= len / 2), 3, 12, 0, 0)
+                        .unwrap(),
+                    event_type: event_type.to_owned(),
+                    schema_version: 1,
+                    payload,
+                    metadata: EventMetadata::default(),
+                }
+            })
+            .collect()
+    }
+
+    async fn counts_applied_in(events: &[RecordedEvent], batch: usize) -> Vec<MonthlyCount> {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = MasterKeyRing::single(MasterKey::generate("k1").unwrap());
+        let vault = KeyVault::open_sqlite(&dir.path().join("vault.db"), ring)
+            .await
+            .unwrap();
+        counts_of(&vault, events, batch).await
+    }
+
+    async fn counts_of(
+        vault: &KeyVault,
+        events: &[RecordedEvent],
+        batch: usize,
+    ) -> Vec<MonthlyCount> {
+        let stats = Stats::new(vault);
+        let mut checkpoint = None;
+        for chunk in events.chunks(batch) {
+            checkpoint = stats.apply(checkpoint, chunk).await.unwrap();
+        }
+        stats.counts().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_counts_what_its_events_count_one_by_one() {
+        for seed in 1..=8 {
+            let events = history(seed, 120);
+            let one_by_one = counts_applied_in(&events, 1).await;
+            assert!(one_by_one.iter().any(|c| c.erased > 0), "seed {seed}");
+            for batch in [7, 500] {
+                assert_eq!(
+                    counts_applied_in(&events, batch).await,
+                    one_by_one,
+                    "seed {seed}, batches of {batch}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    #[cfg_attr(
+        not(postgres_tests),
+        ignore = "NEWSLETTER_TEST_DATABASE_URL is not set: PostgreSQL tests not run"
+    )]
+    async fn a_batch_counts_what_its_events_count_one_by_one_on_postgres() {
+        use sqlx::Connection as _;
+        use std::str::FromStr as _;
+        let url = std::env::var("NEWSLETTER_TEST_DATABASE_URL")
+            .expect("NEWSLETTER_TEST_DATABASE_URL names the PostgreSQL server for these tests");
+        let mut admin = sqlx::PgConnection::connect(&url).await.expect("connect");
+        let events = history(3, 120);
+        let mut results = Vec::new();
+        for batch in [1, 500] {
+            let schema = format!("stats_test_{}", Uuid::new_v4().simple());
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .execute(&mut admin)
+                .await
+                .expect("create test schema");
+            let options = sqlx::postgres::PgConnectOptions::from_str(&url)
+                .expect("a valid URL")
+                .options([("search_path", schema.as_str())]);
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(2)
+                .connect_with(options)
+                .await
+                .expect("connect");
+            let ring = MasterKeyRing::single(MasterKey::generate("k1").unwrap());
+            let vault = KeyVault::from_postgres_pool(pool, ring).await.unwrap();
+            results.push(counts_of(&vault, &events, batch).await);
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(&mut admin)
+                .await
+                .expect("drop test schema");
+        }
+        assert!(results[0].iter().any(|c| c.erased > 0));
+        assert_eq!(results[0], results[1]);
+        assert_eq!(results[0], counts_applied_in(&events, 1).await);
+    }
+
+    #[test]
+    fn an_erasure_counts_stored_and_batch_lists_and_a_later_request_is_remembered() {
+        let subscriber = Uuid::new_v4();
+        let event = |column, lists: &[&str]| Counted {
+            subscriber,
+            month: "2026-12".to_owned(),
+            column,
+            lists: lists.iter().map(|l| (*l).to_owned()).collect(),
+        };
+        let counted = [
+            event(Column::Requested, &["offers"]),
+            event(Column::Erased, &[]),
+            event(Column::Requested, &["events"]),
+        ];
+        let stored = [(subscriber.to_string(), "news".to_owned())];
+        let plan = fold(&counted, &stored);
+        let month = |list: &str| (list.to_owned(), "2026-12".to_owned());
+        assert_eq!(plan.counts[&month("news")], [0, 0, 0, 1]);
+        assert_eq!(plan.counts[&month("offers")], [1, 0, 0, 1]);
+        assert_eq!(plan.counts[&month("events")], [1, 0, 0, 0]);
+        assert_eq!(
+            plan.members,
+            vec![(subscriber.to_string(), "events".to_owned())]
+        );
     }
 }
