@@ -23,6 +23,22 @@ pub(crate) enum Pool {
     Postgres(PgPool),
 }
 
+/// `sql` (ending in `… IN (`) followed by `ids` as bound parameters and the closing `)`.
+pub(crate) fn ids_in<'a, DB>(sql: &str, ids: &'a [String]) -> sqlx::QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: Default,
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut query = sqlx::QueryBuilder::new(sql);
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(id.as_str());
+    }
+    query.push(")");
+    query
+}
+
 /// Runs the same body against whichever pool it is (SQL with `$n` parameters suits both).
 macro_rules! on_pool {
     ($pool:expr, $p:ident => $body:expr) => {

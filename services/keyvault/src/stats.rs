@@ -17,9 +17,8 @@ use newsletter_eventstore::{EventStore, Position, RecordedEvent};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::QueryBuilder;
-use uuid::Uuid;
 
-use crate::db::{Pool, on_pool};
+use crate::db::{Pool, ids_in, on_pool};
 use crate::error::VaultError;
 use crate::store::subscriber_of;
 use crate::vault::KeyVault;
@@ -63,18 +62,19 @@ fn lists_of(payload: &Value) -> BTreeSet<String> {
 /// Rows per multi-row statement (6 binds a row at most, well under SQLite's limit).
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// Which count an event moves.
+/// Which count an event moves; the value is its index in [`Plan::counts`]' arrays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Column {
-    Requested,
-    Confirmed,
-    Unsubscribed,
-    Erased,
+    Requested = 0,
+    Confirmed = 1,
+    Unsubscribed = 2,
+    Erased = 3,
 }
 
 /// One counted event of a batch, parsed outside the transaction.
 struct Counted {
-    subscriber: Uuid,
+    /// The subscriber id as `privacy_stats_members` stores it.
+    subscriber: String,
     month: String,
     column: Column,
     /// The lists it names (empty for an erasure: those come from the members table).
@@ -106,7 +106,7 @@ fn counted_events(events: &[RecordedEvent]) -> Result<Vec<Counted>, VaultError> 
             lists_of(&payload)
         };
         out.push(Counted {
-            subscriber,
+            subscriber: subscriber.to_string(),
             month: event.recorded_at.format("%Y-%m").to_string(),
             column,
             lists,
@@ -128,27 +128,29 @@ struct Plan {
 /// its lists, an erasure counts every list remembered so far (`stored`: the members rows of the
 /// batch's erased subscribers before it) and forgets them.
 fn fold(counted: &[Counted], stored: &[(String, String)]) -> Plan {
-    let mut remembered: HashMap<Uuid, BTreeSet<String>> = HashMap::new();
+    let mut remembered: HashMap<&str, BTreeSet<String>> = HashMap::new();
     for (subscriber, list) in stored {
-        if let Ok(id) = Uuid::parse_str(subscriber) {
-            remembered.entry(id).or_default().insert(list.clone());
-        }
+        remembered
+            .entry(subscriber.as_str())
+            .or_default()
+            .insert(list.clone());
     }
     // Lists remembered since the subscriber's last erasure in this batch (or the batch start).
-    let mut added: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
+    let mut added: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     let mut plan = Plan::default();
     for event in counted {
+        let subscriber = event.subscriber.as_str();
         let lists = if event.column == Column::Erased {
-            added.remove(&event.subscriber);
-            remembered.remove(&event.subscriber).unwrap_or_default()
+            added.remove(subscriber);
+            remembered.remove(subscriber).unwrap_or_default()
         } else {
             if event.column == Column::Requested {
                 remembered
-                    .entry(event.subscriber)
+                    .entry(subscriber)
                     .or_default()
                     .extend(event.lists.iter().cloned());
                 added
-                    .entry(event.subscriber)
+                    .entry(subscriber)
                     .or_default()
                     .extend(event.lists.iter().cloned());
             }
@@ -162,8 +164,9 @@ fn fold(counted: &[Counted], stored: &[(String, String)]) -> Plan {
     plan.members = added
         .into_iter()
         .flat_map(|(subscriber, lists)| {
-            let id = subscriber.to_string();
-            lists.into_iter().map(move |list| (id.clone(), list))
+            lists
+                .into_iter()
+                .map(move |list| (subscriber.to_owned(), list))
         })
         .collect();
     plan
@@ -209,7 +212,7 @@ impl Stats {
         let erased: Vec<String> = counted
             .iter()
             .filter(|c| c.column == Column::Erased)
-            .map(|c| c.subscriber.to_string())
+            .map(|c| c.subscriber.clone())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -235,24 +238,14 @@ impl Stats {
             }
             let mut stored: Vec<(String, String)> = Vec::new();
             for chunk in erased.chunks(ROWS_PER_STATEMENT) {
-                let mut query = QueryBuilder::new("SELECT subscriber_id, list_id FROM privacy_stats_members WHERE subscriber_id IN (");
-                let mut list = query.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.as_str());
-                }
-                query.push(")");
+                let mut query = ids_in("SELECT subscriber_id, list_id FROM privacy_stats_members WHERE subscriber_id IN (", chunk);
                 let rows: Vec<(String, String)> = query.build_query_as().fetch_all(&mut *tx).await
                     .map_err(VaultError::db("read the erased subscribers' lists"))?;
                 stored.extend(rows);
             }
             let plan = fold(&counted, &stored);
             for chunk in erased.chunks(ROWS_PER_STATEMENT) {
-                let mut query = QueryBuilder::new("DELETE FROM privacy_stats_members WHERE subscriber_id IN (");
-                let mut list = query.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.as_str());
-                }
-                query.push(")");
+                let mut query = ids_in("DELETE FROM privacy_stats_members WHERE subscriber_id IN (", chunk);
                 query.build().execute(&mut *tx).await
                     .map_err(VaultError::db("forget the erased subscribers' lists"))?;
             }
@@ -359,6 +352,7 @@ mod tests {
     use crate::master::{MasterKey, MasterKeyRing};
     use chrono::{TimeZone, Utc};
     use newsletter_eventstore::{EventMetadata, StreamId};
+    use uuid::Uuid;
 
     /// A pseudo-random history over a few subscribers and lists: requests, confirmations,
     /// unsubscribes and erasures (some followed by a new request), across two months.
@@ -494,7 +488,7 @@ mod tests {
     fn an_erasure_counts_stored_and_batch_lists_and_a_later_request_is_remembered() {
         let subscriber = Uuid::new_v4();
         let event = |column, lists: &[&str]| Counted {
-            subscriber,
+            subscriber: subscriber.to_string(),
             month: "2026-12".to_owned(),
             column,
             lists: lists.iter().map(|l| (*l).to_owned()).collect(),
