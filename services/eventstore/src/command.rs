@@ -98,10 +98,48 @@ where
     D: Decider,
     D::Event: EventCodec,
 {
+    run::<D>(store, clock, stream, command, metadata, false).await
+}
+
+/// [`execute`] for a stream the caller has reason to believe was never written (its id was
+/// minted a moment ago): the first decision is taken on the empty state without reading the
+/// stream, and appended with [`ExpectedVersion::NoStream`]. If the stream exists after all,
+/// that append conflicts and the command goes on as in [`execute`]: read, decide again on
+/// what is there. Saves one read per new stream; never decides on a wrong state.
+pub async fn execute_on_new_stream<D>(
+    store: &dyn EventStore,
+    clock: &dyn Clock,
+    stream: &StreamId,
+    command: &D::Command,
+    metadata: &EventMetadata,
+) -> Result<CommandOutcome<D>, CommandError<D::Error>>
+where
+    D: Decider,
+    D::Event: EventCodec,
+{
+    run::<D>(store, clock, stream, command, metadata, true).await
+}
+
+async fn run<D>(
+    store: &dyn EventStore,
+    clock: &dyn Clock,
+    stream: &StreamId,
+    command: &D::Command,
+    metadata: &EventMetadata,
+    believed_new: bool,
+) -> Result<CommandOutcome<D>, CommandError<D::Error>>
+where
+    D: Decider,
+    D::Event: EventCodec,
+{
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (state, version) = load::<D>(store, stream).await?;
+        let (state, version) = if believed_new && attempts == 1 {
+            (D::State::default(), 0)
+        } else {
+            load::<D>(store, stream).await?
+        };
         let events = D::decide(&state, command, clock.now()).map_err(CommandError::Refused)?;
         if events.is_empty() {
             return Ok(CommandOutcome {

@@ -14,7 +14,9 @@ pub mod postgres;
 pub mod sqlite;
 pub mod subscription;
 
-pub use command::{Clock, CommandError, CommandOutcome, SystemClock, execute};
+pub use command::{
+    Clock, CommandError, CommandOutcome, SystemClock, execute, execute_on_new_stream,
+};
 pub use connect::connect;
 pub use error::StoreError;
 pub use kurrentdb::{KurrentDbConfig, KurrentDbEventStore};

@@ -10,7 +10,9 @@ use newsletter_domain::{
     PostalAddress, Profile, RequestId, SourceId, Subscriber, SubscriberCommand, SubscriberId,
     ValueError,
 };
-use newsletter_eventstore::{CommandError, EventMetadata, StreamId, execute};
+use newsletter_eventstore::{
+    CommandError, EventMetadata, StreamId, execute, execute_on_new_stream,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -284,11 +286,14 @@ async fn request_subscription(
 ) -> Result<(), ApiError> {
     let now = state.clock.now();
     let masked = signup.email.masked();
+    let candidate = SubscriberId::from_uuid(Uuid::now_v7());
     let subscriber = state
         .directory
-        .claim(&signup.email, SubscriberId::from_uuid(Uuid::now_v7()))
+        .claim(&signup.email, candidate)
         .await
         .map_err(|e| ApiError::internal("claim the address in the email index", e))?;
+    // An id minted just now and stored by this claim has no stream yet: decide without reading.
+    let new_subscriber = subscriber == candidate;
     let stream = StreamId::new(subscriber.stream_name())
         .map_err(|e| ApiError::internal("name the subscriber stream", e))?;
     let command = SubscriberCommand::RequestSubscription {
@@ -311,15 +316,13 @@ async fn request_subscription(
         causation_id: None,
         actor: Some("public".to_owned()),
     };
-    match execute::<Subscriber>(
-        state.store.as_ref(),
-        state.clock.as_ref(),
-        &stream,
-        &command,
-        &metadata,
-    )
-    .await
-    {
+    let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+    let executed = if new_subscriber {
+        execute_on_new_stream::<Subscriber>(store, clock, &stream, &command, &metadata).await
+    } else {
+        execute::<Subscriber>(store, clock, &stream, &command, &metadata).await
+    };
+    match executed {
         Ok(outcome) => {
             tracing::info!(subscriber = %subscriber, email = %masked, events = outcome.events.len(), "signup recorded");
             Ok(())

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use newsletter_eventstore::{
     EventMetadata, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StoreError,
-    StreamId, Subscription, SubscriptionOptions, SystemClock, execute,
+    StreamId, Subscription, SubscriptionOptions, SystemClock, execute, execute_on_new_stream,
 };
 use uuid::Uuid;
 
@@ -47,6 +47,7 @@ macro_rules! conformance_suite {
             subscription_resumes_from_its_checkpoint_after_a_restart,
             appends_survive_a_restart,
             command_handling_retries_conflicts_without_losing_updates,
+            a_command_on_a_stream_believed_new_skips_the_read_and_still_sees_what_is_there,
         );
     };
     (@tests $backend:ty, $attrs:tt, $($name:ident),* $(,)?) => {
@@ -609,4 +610,110 @@ pub async fn command_handling_retries_conflicts_without_losing_updates<B: Backen
         store.read_stream(&s, 0).await.expect("read").len() as u64,
         version
     );
+}
+
+/// Delegates to a real store and counts the stream reads, to see which reads a command made.
+struct CountingReads {
+    inner: Arc<dyn EventStore>,
+    stream_reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl EventStore for CountingReads {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<newsletter_eventstore::AppendOutcome, StoreError> {
+        self.inner.append(stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        after_version: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.stream_reads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.read_stream(stream, after_version).await
+    }
+
+    async fn read_all(
+        &self,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes()
+    }
+
+    fn adapter_name(&self) -> &'static str {
+        self.inner.adapter_name()
+    }
+}
+
+/// `execute_on_new_stream` on a stream that is new appends at version 1 without reading it; on
+/// a stream that exists after all it decides again on the stored state, so nothing is lost.
+pub async fn a_command_on_a_stream_believed_new_skips_the_read_and_still_sees_what_is_there<
+    B: Backend,
+>(
+    backend: &mut B,
+) {
+    let store = CountingReads {
+        inner: backend.store(),
+        stream_reads: std::sync::atomic::AtomicUsize::new(0),
+    };
+    let reads = || store.stream_reads.load(std::sync::atomic::Ordering::SeqCst);
+    let meta = EventMetadata::default();
+
+    let fresh = stream("counter-fresh");
+    let outcome = execute_on_new_stream::<counter::Counter>(
+        &store,
+        &SystemClock,
+        &fresh,
+        &counter::Add(2),
+        &meta,
+    )
+    .await
+    .expect("command on a new stream");
+    assert_eq!((outcome.stream_version, outcome.state.0), (1, 2));
+    assert_eq!(reads(), 0, "a new stream is not read");
+
+    // The same stream again, wrongly believed new: the append conflicts, the stream is read and
+    // the command decided again on its real state.
+    let outcome = execute_on_new_stream::<counter::Counter>(
+        &store,
+        &SystemClock,
+        &fresh,
+        &counter::Add(3),
+        &meta,
+    )
+    .await
+    .expect("command on a stream that exists");
+    assert_eq!((outcome.stream_version, outcome.state.0), (2, 5));
+    assert_eq!(reads(), 1, "the conflict made it read the stream");
+    let (total, version) = newsletter_eventstore::command::load::<counter::Counter>(&store, &fresh)
+        .await
+        .expect("load");
+    assert_eq!((version, total.0), (2, 5));
+
+    // A refusal on the empty state appends nothing.
+    let other = stream("counter-refused");
+    let refused = execute_on_new_stream::<counter::Counter>(
+        &store,
+        &SystemClock,
+        &other,
+        &counter::Add(0),
+        &meta,
+    )
+    .await;
+    assert!(matches!(
+        refused,
+        Err(newsletter_eventstore::CommandError::Refused(_))
+    ));
+    assert!(store.read_stream(&other, 0).await.expect("read").is_empty());
 }
