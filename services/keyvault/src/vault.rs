@@ -78,7 +78,7 @@ enum NewKeys {
     Postgres(PgPool),
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 struct KeyRow {
     subscriber_id: String,
     key_id: Option<String>,
@@ -87,12 +87,12 @@ struct KeyRow {
 }
 
 const IDS_PER_QUERY: usize = 500;
-/// The most new keys the SQLite writer commits in one transaction.
+/// The most new keys the SQLite writer commits in one transaction (four parameters each in
+/// the batch's one insert, well below SQLite's 32,766).
 const MAX_KEYS_PER_COMMIT: usize = 512;
-/// Stores a new data key unless the subscriber already has a row (live or tombstone).
-const INSERT_KEY: &str = "INSERT INTO keyvault_data_keys \
-    (subscriber_id, key_id, wrapped_key, created_at) VALUES ($1, $2, $3, $4) \
-    ON CONFLICT (subscriber_id) DO NOTHING";
+/// The rows of the subscribers of an `IN (…)` list that [`db::ids_in`] completes.
+const SELECT_KEYS_IN: &str = "SELECT subscriber_id, key_id, wrapped_key, shredded_at \
+    FROM keyvault_data_keys WHERE subscriber_id IN (";
 /// The row of one subscriber.
 const SELECT_KEY: &str = "SELECT subscriber_id, key_id, wrapped_key, shredded_at \
     FROM keyvault_data_keys WHERE subscriber_id = $1";
@@ -113,28 +113,40 @@ impl Batch for NewKeyBatch {
     /// The subscriber's row after the insert: the new key, or what another writer stored.
     type Reply = Option<KeyRow>;
 
+    /// Two statements for the whole batch, each a hop to sqlx's worker thread: one multi-row
+    /// insert that keeps rows already there (and, for a subscriber twice in the batch, the
+    /// first key), then one read of every subscriber's row, inside the writer's transaction.
     async fn write(
         &mut self,
         conn: &mut SqliteConnection,
         keys: &[NewKey],
     ) -> Result<Vec<Option<KeyRow>>, sqlx::Error> {
-        let mut rows = Vec::with_capacity(keys.len());
-        for key in keys {
-            sqlx::query(INSERT_KEY)
-                .bind(&key.subscriber_id)
-                .bind(&key.key_id)
-                .bind(&key.wrapped)
-                .bind(key.created_at)
-                .execute(&mut *conn)
-                .await?;
-            rows.push(
-                sqlx::query_as(SELECT_KEY)
-                    .bind(&key.subscriber_id)
-                    .fetch_optional(&mut *conn)
-                    .await?,
-            );
+        if keys.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(rows)
+        let mut insert = QueryBuilder::new(
+            "INSERT INTO keyvault_data_keys (subscriber_id, key_id, wrapped_key, created_at) ",
+        );
+        insert.push_values(keys, |mut row, key| {
+            row.push_bind(key.subscriber_id.as_str())
+                .push_bind(key.key_id.as_str())
+                .push_bind(key.wrapped.as_slice())
+                .push_bind(key.created_at);
+        });
+        insert.push(" ON CONFLICT (subscriber_id) DO NOTHING");
+        insert.build().execute(&mut *conn).await?;
+        let ids: Vec<String> = keys.iter().map(|key| key.subscriber_id.clone()).collect();
+        let stored: HashMap<String, KeyRow> = db::ids_in::<sqlx::Sqlite>(SELECT_KEYS_IN, &ids)
+            .build_query_as::<KeyRow>()
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|row| (row.subscriber_id.clone(), row))
+            .collect();
+        Ok(keys
+            .iter()
+            .map(|key| stored.get(&key.subscriber_id).cloned())
+            .collect())
     }
 }
 
@@ -297,16 +309,9 @@ impl KeyVault {
     ) -> Result<HashMap<Uuid, KeyState>, VaultError> {
         let mut out = HashMap::with_capacity(subscribers.len());
         for chunk in subscribers.chunks(IDS_PER_QUERY) {
+            let ids: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
             let rows: Vec<KeyRow> = on_pool!(&self.pool, p => {
-                let mut query = QueryBuilder::new(
-                    "SELECT subscriber_id, key_id, wrapped_key, shredded_at FROM keyvault_data_keys WHERE subscriber_id IN (",
-                );
-                let mut list = query.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.to_string());
-                }
-                query.push(")");
-                query
+                db::ids_in(SELECT_KEYS_IN, &ids)
                     .build_query_as::<KeyRow>()
                     .fetch_all(p)
                     .await

@@ -29,6 +29,7 @@
 //! groups the commits of concurrent claims itself. Either way a claim returns only after the
 //! entry is committed.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
@@ -62,7 +63,8 @@ pub const MAX_FIND_MANY: usize = 1000;
 const CLAIM_ATTEMPTS: usize = 3;
 /// The entry of one digest.
 const FIND: &str = "SELECT subscriber_id FROM email_index WHERE address_hash = $1";
-/// The most claims the SQLite writer commits in one transaction.
+/// The most claims the SQLite writer commits in one transaction (two parameters each in the
+/// batch's one insert, well below SQLite's 32,766).
 const MAX_CLAIMS_PER_COMMIT: usize = 512;
 
 /// The secret key of the email index's HMAC. Its `Debug` is redacted.
@@ -134,35 +136,49 @@ impl Batch for ClaimBatch {
     /// The id the address belongs to after the claim.
     type Reply = Uuid;
 
+    /// Two statements for the whole batch, each a hop to sqlx's worker thread: one multi-row
+    /// insert that keeps entries already there (and, for an address claimed twice in the batch,
+    /// the first claim), then one read of every claimed address's entry. Inside the writer's
+    /// transaction, so what the read finds is what the insert left.
     async fn write(
         &mut self,
         conn: &mut SqliteConnection,
         claims: &[ClaimRequest],
     ) -> Result<Vec<Uuid>, sqlx::Error> {
-        const INSERT: &str = "INSERT INTO email_index (address_hash, subscriber_id) \
-                              VALUES ($1, $2) ON CONFLICT (address_hash) DO NOTHING \
-                              RETURNING subscriber_id";
-        let mut winners = Vec::with_capacity(claims.len());
-        for claim in claims {
-            // Inside the writer's transaction: an address claimed earlier in this batch, or
-            // by anyone before it, is there to read.
-            let inserted: Option<Uuid> = sqlx::query_scalar(INSERT)
-                .bind(claim.digest.as_slice())
-                .bind(claim.candidate)
-                .fetch_optional(&mut *conn)
-                .await?;
-            let winner = match inserted {
-                Some(id) => id,
-                None => {
-                    sqlx::query_scalar(FIND)
-                        .bind(claim.digest.as_slice())
-                        .fetch_one(&mut *conn)
-                        .await?
-                }
-            };
-            winners.push(winner);
+        if claims.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(winners)
+        let mut insert =
+            sqlx::QueryBuilder::new("INSERT INTO email_index (address_hash, subscriber_id) ");
+        insert.push_values(claims, |mut row, claim| {
+            row.push_bind(claim.digest.as_slice())
+                .push_bind(claim.candidate);
+        });
+        insert.push(" ON CONFLICT (address_hash) DO NOTHING");
+        insert.build().execute(&mut *conn).await?;
+        let mut select = sqlx::QueryBuilder::new(
+            "SELECT address_hash, subscriber_id FROM email_index WHERE address_hash IN (",
+        );
+        let mut digests = select.separated(", ");
+        for claim in claims {
+            digests.push_bind(claim.digest.as_slice());
+        }
+        select.push(")");
+        let entries: HashMap<Vec<u8>, Uuid> = select
+            .build_query_as::<(Vec<u8>, Uuid)>()
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+        claims
+            .iter()
+            .map(|claim| {
+                entries
+                    .get(claim.digest.as_slice())
+                    .copied()
+                    .ok_or(sqlx::Error::RowNotFound)
+            })
+            .collect()
     }
 }
 
