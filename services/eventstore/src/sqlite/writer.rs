@@ -1,9 +1,12 @@
 //! The event store's batch for the SQLite group commit: appends of concurrent callers in one
-//! transaction.
+//! transaction; one-event appends to distinct streams (a signup's first event, say) in one
+//! multi-row statement.
+
+use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
-use sqlx::Row;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::sqlite::{Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Row};
 use tokio::sync::watch;
 
 use super::group_commit::Batch;
@@ -37,22 +40,27 @@ impl Batch for Appends {
         batch: &[AppendRequest],
     ) -> Result<Vec<Self::Reply>, sqlx::Error> {
         let mut outcomes = Vec::with_capacity(batch.len());
-        for request in batch {
-            // A multi-event append must vanish whole if a later event of it fails.
-            let guarded = request.events.len() > 1;
-            if guarded {
-                sqlx::query("SAVEPOINT append").execute(&mut *conn).await?;
-            }
-            let outcome = append_one(conn, request).await?;
-            if guarded {
-                if outcome.is_err() {
-                    sqlx::query("ROLLBACK TO append")
-                        .execute(&mut *conn)
-                        .await?;
+        for chunk in batch.chunks(ROWS_PER_INSERT) {
+            if chunk.len() > 1 && one_event_each_to_distinct_streams(chunk) {
+                match insert_singles(conn, chunk).await {
+                    Ok(positions) => {
+                        for request in chunk {
+                            outcomes.push(match positions.get(request.stream.as_str()) {
+                                Some(&position) => appended(request, position),
+                                None => resolve_conflict(conn, request).await?,
+                            });
+                        }
+                        continue;
+                    }
+                    // The statement was undone as a whole (an event id already stored): the
+                    // chunk goes one request at a time, which tells replays from conflicts.
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
+                    Err(e) => return Err(e),
                 }
-                sqlx::query("RELEASE append").execute(&mut *conn).await?;
             }
-            outcomes.push(outcome);
+            for request in chunk {
+                outcomes.push(append_guarded(conn, request).await?);
+            }
         }
         Ok(outcomes)
     }
@@ -71,6 +79,90 @@ impl Batch for Appends {
                 .send_modify(|generation| *generation = generation.wrapping_add(1));
         }
     }
+}
+
+/// Requests per multi-row insert (eight parameters each; SQLite allows 32,766 a statement).
+const ROWS_PER_INSERT: usize = 256;
+
+/// True when every request appends one event and no two name the same stream: then one
+/// statement can check and insert them all, each against its stream as it was before.
+fn one_event_each_to_distinct_streams(requests: &[AppendRequest]) -> bool {
+    let mut streams = HashSet::with_capacity(requests.len());
+    requests
+        .iter()
+        .all(|request| request.events.len() == 1 && streams.insert(request.stream.as_str()))
+}
+
+/// One statement for many one-event appends to distinct streams: each row is inserted only if
+/// its stream is at the expected version. Returns the new position of each stream that got its
+/// event; a stream missing from the answer had its check fail. A unique violation (an event id
+/// already stored) undoes the whole statement and is returned.
+async fn insert_singles(
+    conn: &mut SqliteConnection,
+    requests: &[AppendRequest],
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let recorded_at = Utc::now().timestamp_micros();
+    let mut insert = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO events \
+         (event_id, stream_id, version, event_type, schema_version, payload, metadata, recorded_at) \
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, \
+         v.column8 FROM (",
+    );
+    insert.push_values(requests, |mut row, request| {
+        // `one_event_each_to_distinct_streams` checked there is exactly one.
+        if let Some(event) = request.events.first() {
+            row.push_bind(event.event_id)
+                .push_bind(request.stream.as_str())
+                .push_bind(to_i64(request.expected.as_u64() + 1))
+                .push_bind(event.event_type.as_str())
+                .push_bind(event.schema_version)
+                .push_bind(event.payload.as_str())
+                .push_bind(event.metadata.as_str())
+                .push_bind(recorded_at);
+        }
+    });
+    insert.push(
+        ") AS v WHERE (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = v.column2) \
+         = v.column3 - 1 RETURNING position, stream_id",
+    );
+    insert
+        .build_query_as::<(i64, String)>()
+        .fetch_all(&mut *conn)
+        .await
+        .map(|rows| {
+            rows.into_iter()
+                .map(|(position, stream)| (stream, position))
+                .collect()
+        })
+}
+
+/// The outcome of a one-event append stored at `position`.
+fn appended(request: &AppendRequest, position: i64) -> Result<AppendOutcome, StoreError> {
+    let position = non_negative(position, "new position").unwrap_or_default();
+    Ok(AppendOutcome {
+        stream_version: request.expected.as_u64() + 1,
+        position: Position::new(position, position),
+        idempotent_replay: false,
+    })
+}
+
+/// [`append_one`], inside a savepoint when the request has several events, so that a
+/// multi-event append vanishes whole if a later event of it fails.
+async fn append_guarded(conn: &mut SqliteConnection, request: &AppendRequest) -> RequestResult {
+    let guarded = request.events.len() > 1;
+    if guarded {
+        sqlx::query("SAVEPOINT append").execute(&mut *conn).await?;
+    }
+    let outcome = append_one(conn, request).await?;
+    if guarded {
+        if outcome.is_err() {
+            sqlx::query("ROLLBACK TO append")
+                .execute(&mut *conn)
+                .await?;
+        }
+        sqlx::query("RELEASE append").execute(&mut *conn).await?;
+    }
+    Ok(outcome)
 }
 
 /// Inserts one request's events: the first insert checks the expected version in the same

@@ -48,6 +48,7 @@ macro_rules! conformance_suite {
             appends_survive_a_restart,
             command_handling_retries_conflicts_without_losing_updates,
             a_command_on_a_stream_believed_new_skips_the_read_and_still_sees_what_is_there,
+            concurrent_one_event_appends_each_get_their_own_verdict,
         );
     };
     (@tests $backend:ty, $attrs:tt, $($name:ident),* $(,)?) => {
@@ -716,4 +717,66 @@ pub async fn a_command_on_a_stream_believed_new_skips_the_read_and_still_sees_wh
         Err(newsletter_eventstore::CommandError::Refused(_))
     ));
     assert!(store.read_stream(&other, 0).await.expect("read").is_empty());
+}
+
+/// Many concurrent one-event appends, each to its own stream: a third at the right version, a
+/// third at a wrong one, a third replaying an append already stored. Each gets its own verdict
+/// (the SQLite writer checks and inserts such a batch in one statement).
+pub async fn concurrent_one_event_appends_each_get_their_own_verdict<B: Backend>(backend: &mut B) {
+    const STREAMS: usize = 96;
+    let store = backend.store();
+    let mut seeded = Vec::new();
+    for n in 0..STREAMS {
+        let s = stream(&format!("verdict-{n}"));
+        let first = event(0);
+        let outcome = store
+            .append(&s, ExpectedVersion::NoStream, vec![first.clone()])
+            .await
+            .expect("seed");
+        seeded.push((s, first, outcome));
+    }
+    let tasks = seeded.iter().enumerate().map(|(n, (s, first, stored))| {
+        let (store, s, first, stored) = (Arc::clone(&store), s.clone(), first.clone(), *stored);
+        tokio::spawn(async move {
+            match n % 3 {
+                0 => {
+                    let outcome = store
+                        .append(&s, ExpectedVersion::Exact(1), vec![event(1)])
+                        .await
+                        .expect("append at the right version");
+                    assert_eq!(outcome.stream_version, 2, "stream {n}");
+                    assert!(!outcome.idempotent_replay, "stream {n}");
+                }
+                1 => {
+                    let refused = store
+                        .append(&s, ExpectedVersion::NoStream, vec![event(1)])
+                        .await;
+                    assert!(
+                        matches!(refused, Err(StoreError::WrongExpectedVersion { .. })),
+                        "stream {n}: {refused:?}"
+                    );
+                }
+                _ => {
+                    let outcome = store
+                        .append(&s, ExpectedVersion::NoStream, vec![first])
+                        .await
+                        .expect("replay of a stored append");
+                    assert!(outcome.idempotent_replay, "stream {n}");
+                    assert_eq!(
+                        (outcome.stream_version, outcome.position),
+                        (1, stored.position),
+                        "stream {n}"
+                    );
+                }
+            }
+        })
+    });
+    for task in futures::future::join_all(tasks).await {
+        task.expect("append task");
+    }
+    for (n, (s, _, _)) in seeded.iter().enumerate() {
+        let stored = store.read_stream(s, 0).await.expect("read");
+        let expected = if n % 3 == 0 { 2 } else { 1 };
+        assert_eq!(stored.len(), expected, "stream {n}");
+    }
 }
