@@ -25,5 +25,7 @@ pub use model::{
 };
 pub use port::EventStore;
 pub use postgres::{PostgresConfig, PostgresEventStore};
-pub use sqlite::{SQLITE_CACHE_SIZE, SqliteConfig, SqliteDurability, SqliteEventStore};
+pub use sqlite::{
+    SQLITE_CACHE_SIZE, SqliteConfig, SqliteDurability, SqliteEventStore, durable_sqlite_options,
+};
 pub use subscription::{Subscription, SubscriptionOptions};

@@ -7,10 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::PgPool;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions};
 
 use crate::error::VaultError;
 
@@ -130,13 +127,8 @@ const POSTGRES_SCHEMA: &[&str] = &[
 
 /// Options for a SQLite file of the vault: WAL, `synchronous=FULL`, `secure_delete=ON`.
 pub(crate) fn sqlite_options(options: SqliteConnectOptions) -> SqliteConnectOptions {
-    options
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(10))
+    newsletter_eventstore::durable_sqlite_options(options, Duration::from_secs(10))
         .pragma("secure_delete", "ON")
-        .pragma("cache_size", newsletter_eventstore::SQLITE_CACHE_SIZE)
 }
 
 pub(crate) async fn open_sqlite(options: SqliteConnectOptions) -> Result<Pool, VaultError> {

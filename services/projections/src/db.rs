@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 use crate::error::ReadModelError;
 
@@ -78,13 +76,8 @@ pub(crate) struct Schema {
 /// missing, WAL with `synchronous=FULL` (every commit fsynced), `secure_delete=ON` (deleted rows
 /// are overwritten, not left in free pages), and a 10 s wait for another writer's lock.
 pub(crate) fn durable_sqlite(options: SqliteConnectOptions) -> SqliteConnectOptions {
-    options
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(10))
+    newsletter_eventstore::durable_sqlite_options(options, Duration::from_secs(10))
         .pragma("secure_delete", "ON")
-        .pragma("cache_size", newsletter_eventstore::SQLITE_CACHE_SIZE)
 }
 
 /// Opens a SQLite file (created if missing) with [`durable_sqlite`] and migrates it.

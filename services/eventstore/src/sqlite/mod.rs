@@ -38,6 +38,22 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// database files stay in the OS page cache either way.
 pub const SQLITE_CACHE_SIZE: &str = "-512";
 
+/// The settings every connection to one of the service's SQLite files runs with (event store,
+/// key vault, read models, email index): created if missing, WAL with `synchronous=FULL` (every
+/// commit fsynced before it returns), `busy_timeout` of waiting for another writer's lock, and
+/// [`SQLITE_CACHE_SIZE`]. The one place these are set.
+pub fn durable_sqlite_options(
+    options: SqliteConnectOptions,
+    busy_timeout: Duration,
+) -> SqliteConnectOptions {
+    options
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(busy_timeout)
+        .pragma("cache_size", SQLITE_CACHE_SIZE)
+}
+
 /// Tuning of the SQLite adapter.
 #[derive(Debug, Clone)]
 pub struct SqliteConfig {
@@ -95,12 +111,7 @@ impl SqliteEventStore {
         options: SqliteConnectOptions,
         config: SqliteConfig,
     ) -> Result<Self, StoreError> {
-        let durable = options
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(config.busy_timeout)
-            .pragma("cache_size", SQLITE_CACHE_SIZE);
+        let durable = durable_sqlite_options(options, config.busy_timeout);
         let mut write_conn = durable
             .clone()
             .connect()
