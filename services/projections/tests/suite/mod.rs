@@ -669,13 +669,26 @@ pub async fn a_crash_mid_way_resumes_from_the_checkpoint_to_identical_rows(
 ) {
     let store = backend.store();
     let ids = varied_history(store.as_ref(), 60).await;
+    // The history was appended one command after another, so the last subscriber's last event
+    // is the last of the log. On PostgreSQL it becomes readable in the global log only once
+    // every older transaction in the cluster (other tests') has ended; wait for that, so the
+    // log read below and the runners see all of it (and everything before it with it).
+    let last_stream = StreamId::new(ids.last().expect("a history").stream_name()).unwrap();
     let last = store
-        .read_all(None, 100_000)
+        .read_stream(&last_stream, 0)
         .await
         .unwrap()
         .last()
         .map(|e| e.position)
         .expect("events");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while last_position(store.as_ref()).await != last {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the last appended event never became readable"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // A runner applying one event per transaction, killed as soon as it has made progress.
     let models = backend.models();
