@@ -85,6 +85,19 @@ pub struct CommandOutcome<D: Decider> {
     _decider: PhantomData<D>,
 }
 
+/// What the caller knows of a stream when it runs a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamHint {
+    /// Nothing: the stream is read before the first decision.
+    Unknown,
+    /// Never written, as far as the caller can tell (its id was minted a moment ago): the first
+    /// decision is taken on the empty state without reading the stream, and appended with
+    /// [`ExpectedVersion::NoStream`]. If the stream exists after all, that append conflicts and
+    /// the command goes on as with [`StreamHint::Unknown`]: read, decide again on what is
+    /// there. Saves one read per new stream; never decides on a wrong state.
+    BelievedNew,
+}
+
 /// Loads a stream, decides `command` on its state, appends the result with optimistic
 /// concurrency, and retries on conflict up to [`MAX_CONFLICT_RETRIES`] times.
 pub async fn execute<D>(
@@ -98,35 +111,17 @@ where
     D: Decider,
     D::Event: EventCodec,
 {
-    run::<D>(store, clock, stream, command, metadata, false).await
+    execute_with_hint::<D>(store, clock, stream, command, metadata, StreamHint::Unknown).await
 }
 
-/// [`execute`] for a stream the caller has reason to believe was never written (its id was
-/// minted a moment ago): the first decision is taken on the empty state without reading the
-/// stream, and appended with [`ExpectedVersion::NoStream`]. If the stream exists after all,
-/// that append conflicts and the command goes on as in [`execute`]: read, decide again on
-/// what is there. Saves one read per new stream; never decides on a wrong state.
-pub async fn execute_on_new_stream<D>(
+/// [`execute`], with what the caller knows of the stream (see [`StreamHint`]).
+pub async fn execute_with_hint<D>(
     store: &dyn EventStore,
     clock: &dyn Clock,
     stream: &StreamId,
     command: &D::Command,
     metadata: &EventMetadata,
-) -> Result<CommandOutcome<D>, CommandError<D::Error>>
-where
-    D: Decider,
-    D::Event: EventCodec,
-{
-    run::<D>(store, clock, stream, command, metadata, true).await
-}
-
-async fn run<D>(
-    store: &dyn EventStore,
-    clock: &dyn Clock,
-    stream: &StreamId,
-    command: &D::Command,
-    metadata: &EventMetadata,
-    believed_new: bool,
+    hint: StreamHint,
 ) -> Result<CommandOutcome<D>, CommandError<D::Error>>
 where
     D: Decider,
@@ -135,7 +130,7 @@ where
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (state, version) = if believed_new && attempts == 1 {
+        let (state, version) = if hint == StreamHint::BelievedNew && attempts == 1 {
             (D::State::default(), 0)
         } else {
             load::<D>(store, stream).await?

@@ -15,7 +15,7 @@ pub mod sqlite;
 pub mod subscription;
 
 pub use command::{
-    Clock, CommandError, CommandOutcome, SystemClock, execute, execute_on_new_stream,
+    Clock, CommandError, CommandOutcome, StreamHint, SystemClock, execute, execute_with_hint,
 };
 pub use connect::connect;
 pub use error::StoreError;

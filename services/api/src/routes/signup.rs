@@ -10,9 +10,7 @@ use newsletter_domain::{
     PostalAddress, Profile, RequestId, SourceId, Subscriber, SubscriberCommand, SubscriberId,
     ValueError,
 };
-use newsletter_eventstore::{
-    CommandError, EventMetadata, StreamId, execute, execute_on_new_stream,
-};
+use newsletter_eventstore::{CommandError, EventMetadata, StreamHint, StreamId, execute_with_hint};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -293,7 +291,11 @@ async fn request_subscription(
         .await
         .map_err(|e| ApiError::internal("claim the address in the email index", e))?;
     // An id minted just now and stored by this claim has no stream yet: decide without reading.
-    let new_subscriber = subscriber == candidate;
+    let hint = if subscriber == candidate {
+        StreamHint::BelievedNew
+    } else {
+        StreamHint::Unknown
+    };
     let stream = StreamId::new(subscriber.stream_name())
         .map_err(|e| ApiError::internal("name the subscriber stream", e))?;
     let command = SubscriberCommand::RequestSubscription {
@@ -316,13 +318,16 @@ async fn request_subscription(
         causation_id: None,
         actor: Some("public".to_owned()),
     };
-    let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
-    let executed = if new_subscriber {
-        execute_on_new_stream::<Subscriber>(store, clock, &stream, &command, &metadata).await
-    } else {
-        execute::<Subscriber>(store, clock, &stream, &command, &metadata).await
-    };
-    match executed {
+    match execute_with_hint::<Subscriber>(
+        state.store.as_ref(),
+        state.clock.as_ref(),
+        &stream,
+        &command,
+        &metadata,
+        hint,
+    )
+    .await
+    {
         Ok(outcome) => {
             tracing::info!(subscriber = %subscriber, email = %masked, events = outcome.events.len(), "signup recorded");
             Ok(())

@@ -46,7 +46,9 @@ impl Batch for Appends {
                     Ok(positions) => {
                         for request in chunk {
                             outcomes.push(match positions.get(request.stream.as_str()) {
-                                Some(&position) => appended(request, position),
+                                Some(&position) => {
+                                    appended(request.expected.as_u64() + 1, position)
+                                }
                                 None => resolve_conflict(conn, request).await?,
                             });
                         }
@@ -136,11 +138,11 @@ async fn insert_singles(
         })
 }
 
-/// The outcome of a one-event append stored at `position`.
-fn appended(request: &AppendRequest, position: i64) -> Result<AppendOutcome, StoreError> {
+/// The outcome of an append whose last event is now `stream_version`, stored at `position`.
+fn appended(stream_version: u64, position: i64) -> Result<AppendOutcome, StoreError> {
     let position = non_negative(position, "new position").unwrap_or_default();
     Ok(AppendOutcome {
-        stream_version: request.expected.as_u64() + 1,
+        stream_version,
         position: Position::new(position, position),
         idempotent_replay: false,
     })
@@ -203,12 +205,7 @@ async fn append_one(conn: &mut SqliteConnection, request: &AppendRequest) -> Req
             Err(e) => return Err(e),
         }
     }
-    let position = non_negative(position, "new position").unwrap_or_default();
-    Ok(Ok(AppendOutcome {
-        stream_version: version,
-        position: Position::new(position, position),
-        idempotent_replay: false,
-    }))
+    Ok(appended(version, position))
 }
 
 /// Decides what a refused insert means, from what the stream holds at the versions the append

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use newsletter_eventstore::{
     EventMetadata, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StoreError,
-    StreamId, Subscription, SubscriptionOptions, SystemClock, execute, execute_on_new_stream,
+    StreamHint, StreamId, Subscription, SubscriptionOptions, SystemClock, execute,
+    execute_with_hint,
 };
 use uuid::Uuid;
 
@@ -657,8 +658,29 @@ impl EventStore for CountingReads {
     }
 }
 
-/// `execute_on_new_stream` on a stream that is new appends at version 1 without reading it; on
-/// a stream that exists after all it decides again on the stored state, so nothing is lost.
+/// Adds `n` to the counter in `stream` through `execute_with_hint`, believing the stream new.
+async fn add_believing_new(
+    store: &dyn EventStore,
+    stream: &StreamId,
+    n: u64,
+) -> Result<
+    newsletter_eventstore::CommandOutcome<counter::Counter>,
+    newsletter_eventstore::CommandError<counter::AddedZero>,
+> {
+    execute_with_hint::<counter::Counter>(
+        store,
+        &SystemClock,
+        stream,
+        &counter::Add(n),
+        &EventMetadata::default(),
+        StreamHint::BelievedNew,
+    )
+    .await
+}
+
+/// A command hinted [`StreamHint::BelievedNew`] on a stream that is new appends at version 1
+/// without reading it; on a stream that exists after all it decides again on the stored state,
+/// so nothing is lost.
 pub async fn a_command_on_a_stream_believed_new_skips_the_read_and_still_sees_what_is_there<
     B: Backend,
 >(
@@ -669,32 +691,18 @@ pub async fn a_command_on_a_stream_believed_new_skips_the_read_and_still_sees_wh
         stream_reads: std::sync::atomic::AtomicUsize::new(0),
     };
     let reads = || store.stream_reads.load(std::sync::atomic::Ordering::SeqCst);
-    let meta = EventMetadata::default();
-
     let fresh = stream("counter-fresh");
-    let outcome = execute_on_new_stream::<counter::Counter>(
-        &store,
-        &SystemClock,
-        &fresh,
-        &counter::Add(2),
-        &meta,
-    )
-    .await
-    .expect("command on a new stream");
+    let outcome = add_believing_new(&store, &fresh, 2)
+        .await
+        .expect("command on a new stream");
     assert_eq!((outcome.stream_version, outcome.state.0), (1, 2));
     assert_eq!(reads(), 0, "a new stream is not read");
 
     // The same stream again, wrongly believed new: the append conflicts, the stream is read and
     // the command decided again on its real state.
-    let outcome = execute_on_new_stream::<counter::Counter>(
-        &store,
-        &SystemClock,
-        &fresh,
-        &counter::Add(3),
-        &meta,
-    )
-    .await
-    .expect("command on a stream that exists");
+    let outcome = add_believing_new(&store, &fresh, 3)
+        .await
+        .expect("command on a stream that exists");
     assert_eq!((outcome.stream_version, outcome.state.0), (2, 5));
     assert_eq!(reads(), 1, "the conflict made it read the stream");
     let (total, version) = newsletter_eventstore::command::load::<counter::Counter>(&store, &fresh)
@@ -704,14 +712,7 @@ pub async fn a_command_on_a_stream_believed_new_skips_the_read_and_still_sees_wh
 
     // A refusal on the empty state appends nothing.
     let other = stream("counter-refused");
-    let refused = execute_on_new_stream::<counter::Counter>(
-        &store,
-        &SystemClock,
-        &other,
-        &counter::Add(0),
-        &meta,
-    )
-    .await;
+    let refused = add_believing_new(&store, &other, 0).await;
     assert!(matches!(
         refused,
         Err(newsletter_eventstore::CommandError::Refused(_))
