@@ -7,6 +7,7 @@ mod error;
 
 pub mod command;
 pub mod connect;
+pub mod group_commit;
 pub mod kurrentdb;
 pub mod model;
 pub mod port;

@@ -210,3 +210,99 @@ async fn readers_wait_behind_an_open_transaction_and_then_see_everything() {
     assert_eq!(all[0].payload_json().expect("stored JSON")["n"], 0);
     backend.cleanup().await;
 }
+
+/// One-event appends in flight at once are committed together (they share a transaction id),
+/// and each caller still gets its own verdict: two store handles on one schema, as two
+/// processes, race a first event into each of 64 streams, so every stream gets exactly one
+/// event, its winner the position it was stored at, its loser a wrong-version refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "NEWSLETTER_TEST_DATABASE_URL is not set: PostgreSQL tests not run"
+)]
+async fn concurrent_first_appends_share_commits_and_each_get_their_own_verdict() {
+    const STREAMS: usize = 64;
+    let backend = Postgres::fresh().await;
+    let handles = [
+        Arc::clone(&backend.store),
+        Postgres::open(&backend.schema).await,
+    ];
+    let start = Arc::new(tokio::sync::Barrier::new(STREAMS * handles.len()));
+    let mut tasks = Vec::new();
+    for n in 0..STREAMS {
+        for store in &handles {
+            let (store, start) = (Arc::clone(store), Arc::clone(&start));
+            tasks.push(tokio::spawn(async move {
+                let s = StreamId::new(format!("test-first-{n}")).expect("stream");
+                let event = new_event(n as u64);
+                let id = event.event_id;
+                start.wait().await;
+                (
+                    n,
+                    id,
+                    store
+                        .append(&s, ExpectedVersion::NoStream, vec![event])
+                        .await,
+                )
+            }));
+        }
+    }
+    let mut winners = std::collections::HashMap::new();
+    for task in tasks {
+        let (n, id, outcome) = task.await.expect("append task");
+        match outcome {
+            Ok(outcome) => {
+                assert_eq!(outcome.stream_version, 1, "stream {n}");
+                assert!(!outcome.idempotent_replay, "stream {n}");
+                assert!(
+                    winners.insert(n, (id, outcome.position)).is_none(),
+                    "one winner of {n}"
+                );
+            }
+            Err(newsletter_eventstore::StoreError::WrongExpectedVersion { actual, .. }) => {
+                assert_eq!(actual, 1, "the loser of {n} sees the winner's event");
+            }
+            Err(other) => panic!("stream {n}: {other}"),
+        }
+    }
+    assert_eq!(winners.len(), STREAMS, "every stream has a winner");
+    let all = store_events(&backend.store, STREAMS).await;
+    assert_eq!(
+        all.len(),
+        STREAMS,
+        "one event per stream, none lost, none twice"
+    );
+    for event in &all {
+        let n: usize = event.stream.as_str()["test-first-".len()..]
+            .parse()
+            .expect("stream number");
+        assert_eq!(
+            winners.get(&n),
+            Some(&(event.event_id, event.position)),
+            "the winner of {n} was told where its event is"
+        );
+    }
+    let commits: std::collections::HashSet<u64> =
+        all.iter().map(|event| event.position.commit).collect();
+    assert!(
+        commits.len() < STREAMS,
+        "{} commits for {STREAMS} concurrent first appends: none were grouped",
+        commits.len()
+    );
+    backend.cleanup().await;
+}
+
+/// The whole log, once at least `expected` events are readable (within 30 s).
+async fn store_events(
+    store: &PostgresEventStore,
+    expected: usize,
+) -> Vec<newsletter_eventstore::RecordedEvent> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = store.read_all(None, expected * 2).await.expect("read");
+        if all.len() >= expected || tokio::time::Instant::now() > deadline {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -11,8 +11,9 @@
 //!
 //! New keys are written the way the email index writes claims: on SQLite through one writer
 //! task that commits the keys of all concurrent first appends in one transaction (the event
-//! store's [group commit](newsletter_eventstore::sqlite::group_commit)); on PostgreSQL with one
-//! statement that inserts the key or reads the row already there. Either way the key is
+//! store's [group commit](newsletter_eventstore::sqlite::group_commit)); on PostgreSQL through a
+//! writer task of the same kind that stores all waiting keys in one statement, which inserts
+//! each key or reads the row already there. Either way the key is
 //! committed before [`KeyVault::key_for_append`] returns it, so no event is ever stored under a
 //! key that could be lost.
 
@@ -20,7 +21,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use newsletter_eventstore::sqlite::group_commit::{Batch, GroupCommit};
+use newsletter_eventstore::group_commit::{Commit, GroupCommit};
+use newsletter_eventstore::sqlite::group_commit::{Batch, SqliteGroupCommit};
 use sqlx::QueryBuilder;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
@@ -73,9 +75,12 @@ pub struct KeyVault {
 #[derive(Debug, Clone)]
 enum NewKeys {
     /// The SQLite file's group-committing writer.
-    Sqlite(GroupCommit<NewKeyBatch>),
-    /// One statement per key on the pool.
-    Postgres(PgPool),
+    Sqlite(SqliteGroupCommit<NewKeyBatch>),
+    /// The PostgreSQL writer task, and the pool for the rare row it leaves to its caller.
+    Postgres {
+        writer: GroupCommit<PgNewKeys>,
+        pool: PgPool,
+    },
 }
 
 #[derive(Clone, sqlx::FromRow)]
@@ -87,8 +92,8 @@ struct KeyRow {
 }
 
 const IDS_PER_QUERY: usize = 500;
-/// The most new keys the SQLite writer commits in one transaction (four parameters each in
-/// the batch's one insert, well below SQLite's 32,766).
+/// The most new keys a writer commits at once (on SQLite four parameters each in the batch's
+/// one insert, well below SQLite's 32,766; on PostgreSQL four arrays whatever the count).
 const MAX_KEYS_PER_COMMIT: usize = 512;
 /// The rows of the subscribers of an `IN (…)` list that [`db::ids_in`] completes.
 const SELECT_KEYS_IN: &str = "SELECT subscriber_id, key_id, wrapped_key, shredded_at \
@@ -150,6 +155,51 @@ impl Batch for NewKeyBatch {
     }
 }
 
+/// The keys of concurrent appends on PostgreSQL, in one autocommit statement a batch.
+struct PgNewKeys {
+    pool: PgPool,
+}
+
+impl Commit for PgNewKeys {
+    type Request = NewKey;
+    /// The subscriber's row after the insert; `None` when another writer committed it after the
+    /// statement's snapshot (the insert waited for it and skipped the key, the read could not
+    /// see it): the caller then reads it.
+    type Reply = Option<KeyRow>;
+
+    /// One statement: a multi-row insert that keeps the rows already there (and, for a
+    /// subscriber twice in the batch, one of the keys), and a read of the rows that were there
+    /// before it.
+    async fn commit(&mut self, keys: &[NewKey]) -> Result<Vec<Option<KeyRow>>, sqlx::Error> {
+        const UPSERT_MANY: &str = "WITH inserted AS ( \
+                 INSERT INTO keyvault_data_keys (subscriber_id, key_id, wrapped_key, created_at) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::timestamptz[]) \
+                 ON CONFLICT (subscriber_id) DO NOTHING \
+                 RETURNING subscriber_id, key_id, wrapped_key, shredded_at) \
+             SELECT * FROM inserted \
+             UNION ALL SELECT subscriber_id, key_id, wrapped_key, shredded_at \
+                 FROM keyvault_data_keys WHERE subscriber_id = ANY($1)";
+        let ids: Vec<&str> = keys.iter().map(|key| key.subscriber_id.as_str()).collect();
+        let key_ids: Vec<&str> = keys.iter().map(|key| key.key_id.as_str()).collect();
+        let wrapped: Vec<&[u8]> = keys.iter().map(|key| key.wrapped.as_slice()).collect();
+        let created: Vec<DateTime<Utc>> = keys.iter().map(|key| key.created_at).collect();
+        let stored: HashMap<String, KeyRow> = sqlx::query_as::<_, KeyRow>(UPSERT_MANY)
+            .bind(&ids)
+            .bind(&key_ids)
+            .bind(&wrapped)
+            .bind(&created)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|row| (row.subscriber_id.clone(), row))
+            .collect();
+        Ok(keys
+            .iter()
+            .map(|key| stored.get(&key.subscriber_id).cloned())
+            .collect())
+    }
+}
+
 impl KeyVault {
     /// Opens (creating if needed) a SQLite file of its own, e.g. `<data dir>/keyvault.db`.
     #[instrument(name = "keyvault.open_sqlite", skip_all, err)]
@@ -166,7 +216,11 @@ impl KeyVault {
         let writer = db::sqlite_writer(options).await?;
         Ok(Self {
             pool,
-            new_keys: NewKeys::Sqlite(GroupCommit::spawn(writer, NewKeyBatch, MAX_KEYS_PER_COMMIT)),
+            new_keys: NewKeys::Sqlite(SqliteGroupCommit::on_sqlite(
+                writer,
+                NewKeyBatch,
+                MAX_KEYS_PER_COMMIT,
+            )),
             ring,
             sqlite_file,
         })
@@ -177,7 +231,10 @@ impl KeyVault {
     pub async fn from_postgres_pool(pool: PgPool, ring: MasterKeyRing) -> Result<Self, VaultError> {
         Ok(Self {
             pool: db::open_postgres(pool.clone()).await?,
-            new_keys: NewKeys::Postgres(pool),
+            new_keys: NewKeys::Postgres {
+                writer: GroupCommit::spawn(PgNewKeys { pool: pool.clone() }, MAX_KEYS_PER_COMMIT),
+                pool: pool.clone(),
+            },
             ring,
             sqlite_file: None,
         })
@@ -222,7 +279,9 @@ impl KeyVault {
                     .await
                     .map_err(VaultError::db("store a data key"))?
             }
-            NewKeys::Postgres(pool) => self.store_key_postgres(pool, subscriber).await?,
+            NewKeys::Postgres { writer, pool } => {
+                self.store_key_postgres(writer, pool, subscriber).await?
+            }
         };
         match stored {
             Some(row) => Ok(live(self.key_state(row)?.1)),
@@ -244,35 +303,25 @@ impl KeyVault {
         })
     }
 
-    /// Inserts a new key or reads the row already there, in one statement; it reads with the
-    /// statement's snapshot, so a row another writer committed after it (which the insert
-    /// waited for) is read by a second query.
+    /// Stores a new key through the writer task, or reads the row already there; a row another
+    /// writer committed after the batch's statement began (which its insert waited for) is
+    /// read by a second query.
     async fn store_key_postgres(
         &self,
+        writer: &GroupCommit<PgNewKeys>,
         pool: &PgPool,
         subscriber: Uuid,
     ) -> Result<Option<KeyRow>, VaultError> {
-        const UPSERT: &str = "WITH inserted AS ( \
-                 INSERT INTO keyvault_data_keys (subscriber_id, key_id, wrapped_key, created_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (subscriber_id) DO NOTHING \
-                 RETURNING subscriber_id, key_id, wrapped_key, shredded_at) \
-             SELECT * FROM inserted \
-             UNION ALL SELECT subscriber_id, key_id, wrapped_key, shredded_at \
-                 FROM keyvault_data_keys WHERE subscriber_id = $1 \
-             LIMIT 1";
         let key = self.new_key(subscriber)?;
-        let row: Option<KeyRow> = sqlx::query_as(UPSERT)
-            .bind(&key.subscriber_id)
-            .bind(&key.key_id)
-            .bind(&key.wrapped)
-            .bind(key.created_at)
-            .fetch_optional(pool)
+        let subscriber_id = key.subscriber_id.clone();
+        let row = writer
+            .submit(key)
             .await
             .map_err(VaultError::db("store a data key"))?;
         match row {
             Some(row) => Ok(Some(row)),
             None => sqlx::query_as(SELECT_KEY)
-                .bind(&key.subscriber_id)
+                .bind(&subscriber_id)
                 .fetch_optional(pool)
                 .await
                 .map_err(VaultError::db("read a data key")),

@@ -25,9 +25,9 @@
 //! On SQLite every claim goes through one writer task that owns the file's write connection
 //! and commits the claims of all concurrent signups in one transaction (one fsync; the
 //! [group commit](newsletter_eventstore::sqlite::group_commit) the event store uses too). On
-//! PostgreSQL a claim is one statement (insert, or else read the winner), and the server
-//! groups the commits of concurrent claims itself. Either way a claim returns only after the
-//! entry is committed.
+//! PostgreSQL a writer task of the same kind ([`GroupCommit`]) claims every waiting address in
+//! one statement (insert, or else read the winner), one commit for all of them. Either way a
+//! claim returns only after the entry is committed.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -35,7 +35,8 @@ use std::path::Path;
 
 use hmac::{Hmac, KeyInit, Mac};
 use newsletter_domain::{EmailAddress, SubscriberId};
-use newsletter_eventstore::sqlite::group_commit::{Batch, GroupCommit};
+use newsletter_eventstore::group_commit::{Commit, GroupCommit};
+use newsletter_eventstore::sqlite::group_commit::{Batch, SqliteGroupCommit};
 use sha2::Sha256;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool};
@@ -63,8 +64,8 @@ pub const MAX_FIND_MANY: usize = 1000;
 const CLAIM_ATTEMPTS: usize = 3;
 /// The entry of one digest.
 const FIND: &str = "SELECT subscriber_id FROM email_index WHERE address_hash = $1";
-/// The most claims the SQLite writer commits in one transaction (two parameters each in the
-/// batch's one insert, well below SQLite's 32,766).
+/// The most claims a writer commits at once (on SQLite two parameters each in the batch's one
+/// insert, well below SQLite's 32,766; on PostgreSQL two arrays whatever the count).
 const MAX_CLAIMS_PER_COMMIT: usize = 512;
 
 /// The secret key of the email index's HMAC. Its `Debug` is redacted.
@@ -117,9 +118,12 @@ pub struct EmailIndex {
 #[derive(Debug, Clone)]
 enum Claims {
     /// The SQLite file's group-committing writer.
-    Sqlite(GroupCommit<ClaimBatch>),
-    /// One statement per claim on the pool.
-    Postgres(PgPool),
+    Sqlite(SqliteGroupCommit<ClaimBatch>),
+    /// The PostgreSQL writer task, and the pool for the rare claim it leaves to its caller.
+    Postgres {
+        writer: GroupCommit<PgClaims>,
+        pool: PgPool,
+    },
 }
 
 /// One claim waiting for the SQLite writer.
@@ -182,6 +186,45 @@ impl Batch for ClaimBatch {
     }
 }
 
+/// Claims of concurrent signups on PostgreSQL, in one autocommit statement a batch.
+struct PgClaims {
+    pool: PgPool,
+}
+
+impl Commit for PgClaims {
+    type Request = ClaimRequest;
+    /// The id the address belongs to after the claim; `None` when a concurrent claim committed
+    /// the entry after the statement's snapshot (the insert waited for it and skipped the
+    /// address, the read could not see it): the caller then claims it alone.
+    type Reply = Option<Uuid>;
+
+    /// One statement: a multi-row insert that keeps the entries already there (and, for an
+    /// address claimed twice in the batch, one of the claims), and a read of the entries that
+    /// were there before it.
+    async fn commit(&mut self, claims: &[ClaimRequest]) -> Result<Vec<Option<Uuid>>, sqlx::Error> {
+        const CLAIM_MANY: &str = "WITH inserted AS ( \
+                 INSERT INTO email_index (address_hash, subscriber_id) \
+                 SELECT * FROM unnest($1::bytea[], $2::uuid[]) \
+                 ON CONFLICT (address_hash) DO NOTHING RETURNING address_hash, subscriber_id) \
+             SELECT address_hash, subscriber_id FROM inserted \
+             UNION ALL SELECT address_hash, subscriber_id FROM email_index \
+                 WHERE address_hash = ANY($1)";
+        let digests: Vec<Vec<u8>> = claims.iter().map(|claim| claim.digest.to_vec()).collect();
+        let candidates: Vec<Uuid> = claims.iter().map(|claim| claim.candidate).collect();
+        let entries: HashMap<Vec<u8>, Uuid> = sqlx::query_as::<_, (Vec<u8>, Uuid)>(CLAIM_MANY)
+            .bind(&digests)
+            .bind(&candidates)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(claims
+            .iter()
+            .map(|claim| entries.get(claim.digest.as_slice()).copied())
+            .collect())
+    }
+}
+
 impl EmailIndex {
     /// Opens the index a URL names (`sqlite:…`, a file of its own; or `postgres://…`, the event
     /// store's database) and applies migrations.
@@ -213,7 +256,7 @@ impl EmailIndex {
             .map_err(ReadModelError::db("open the email index writer"))?;
         Ok(Self {
             pool,
-            claims: Claims::Sqlite(GroupCommit::spawn(
+            claims: Claims::Sqlite(SqliteGroupCommit::on_sqlite(
                 writer,
                 ClaimBatch,
                 MAX_CLAIMS_PER_COMMIT,
@@ -241,7 +284,13 @@ impl EmailIndex {
     fn on_postgres(pool: Pool, key: EmailIndexKey) -> Result<Self, ReadModelError> {
         match &pool {
             Pool::Postgres(pg) => Ok(Self {
-                claims: Claims::Postgres(pg.clone()),
+                claims: Claims::Postgres {
+                    writer: GroupCommit::spawn(
+                        PgClaims { pool: pg.clone() },
+                        MAX_CLAIMS_PER_COMMIT,
+                    ),
+                    pool: pg.clone(),
+                },
                 pool,
                 key,
             }),
@@ -271,8 +320,18 @@ impl EmailIndex {
                 })
                 .await
                 .map_err(ReadModelError::db("claim address"))?,
-            Claims::Postgres(pool) => {
-                claim_postgres(self, pool, &digest, *candidate.as_uuid()).await?
+            Claims::Postgres { writer, pool } => {
+                let claimed = writer
+                    .submit(ClaimRequest {
+                        digest,
+                        candidate: *candidate.as_uuid(),
+                    })
+                    .await
+                    .map_err(ReadModelError::db("claim address"))?;
+                match claimed {
+                    Some(winner) => winner,
+                    None => claim_postgres(self, pool, &digest, *candidate.as_uuid()).await?,
+                }
             }
         };
         let winner = SubscriberId::from_uuid(winner);
@@ -362,7 +421,8 @@ impl EmailIndex {
     }
 }
 
-/// One statement inserts the candidate or reads the entry already there. It reads with the
+/// One claim alone (when the batch could not see the winner): one statement inserts the
+/// candidate or reads the entry already there. It reads with the
 /// statement's snapshot, so an entry committed by a concurrent claim after that snapshot (which
 /// the insert waited for) is invisible to it: then a new statement reads it. Retried when the
 /// entry vanished in between (a concurrent `remove`).

@@ -2,7 +2,8 @@
 //!
 //! Every append is one `INSERT … SELECT … WHERE <expected version holds>` statement: atomic,
 //! checked by the `(stream_id, version)` unique index, and touching no row that other appends
-//! touch. The global order is `(transaction_id, position)`, read only below the oldest running
+//! touch. One-event appends of concurrent callers go through a writer task that puts a whole
+//! batch of them in one such statement, one commit for all (see `batch`). The global order is `(transaction_id, position)`, read only below the oldest running
 //! transaction (see the migration), so a transaction that took its position first and committed
 //! last is still read, in order, and never skipped.
 //!
@@ -10,6 +11,7 @@
 //! coalesces notifications (so the notify queue's lock stays off the append path), with polling
 //! as the safety net.
 
+mod batch;
 mod notify;
 
 use std::str::FromStr;
@@ -26,8 +28,10 @@ use crate::StoreError;
 use crate::encoded::{
     EncodedEvent, StoredRow, StoredSlot, classify_conflict, non_negative, to_i64,
 };
+use crate::group_commit::GroupCommit;
 use crate::model::{AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId};
 use crate::port::EventStore;
+use batch::{OneEventAppend, PgAppends};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -55,11 +59,15 @@ impl Default for PostgresConfig {
 /// The PostgreSQL event store.
 pub struct PostgresEventStore {
     pool: PgPool,
+    one_event_appends: GroupCommit<PgAppends>,
     changes: watch::Receiver<u64>,
     local_changes: Arc<watch::Sender<u64>>,
     notify_pending: Arc<Notify>,
     _background: notify::BackgroundTasks,
 }
+
+/// The most one-event appends the writer commits in one statement.
+const MAX_APPENDS_PER_COMMIT: usize = 256;
 
 const APPEND_SQL: &str = "INSERT INTO events \
      (event_id, stream_id, version, event_type, schema_version, payload, metadata, recorded_at) \
@@ -112,6 +120,10 @@ impl PostgresEventStore {
             Arc::clone(&notify_pending),
         );
         Ok(Self {
+            one_event_appends: GroupCommit::spawn(
+                PgAppends { pool: pool.clone() },
+                MAX_APPENDS_PER_COMMIT,
+            ),
             pool,
             changes,
             local_changes,
@@ -207,6 +219,30 @@ async fn insert(
     )
 }
 
+/// One append in its own statement: inserted, or else resolved as a conflict or a replay.
+async fn append_one(
+    pool: &PgPool,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[EncodedEvent],
+) -> Result<AppendOutcome, StoreError> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(StoreError::db("acquire connection for append"))?;
+    match insert(&mut conn, stream, expected, events).await {
+        Ok(Some(outcome)) => Ok(outcome),
+        Ok(None) => resolve_conflict(&mut conn, stream, expected, events).await,
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            resolve_conflict(&mut conn, stream, expected, events).await
+        }
+        Err(e) => Err(StoreError::Database {
+            operation: "append",
+            source: e,
+        }),
+    }
+}
+
 async fn current_version(conn: &mut PgConnection, stream: &StreamId) -> Result<u64, StoreError> {
     let version: i64 =
         sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1")
@@ -290,26 +326,24 @@ impl EventStore for PostgresEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
-        let events = EncodedEvent::encode_all(events)?;
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(StoreError::db("acquire connection for append"))?;
-        match insert(&mut conn, stream, expected, &events).await {
-            Ok(Some(outcome)) => {
-                self.announce();
-                Ok(outcome)
-            }
-            Ok(None) => resolve_conflict(&mut conn, stream, expected, &events).await,
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                resolve_conflict(&mut conn, stream, expected, &events).await
-            }
-            Err(e) => Err(StoreError::Database {
-                operation: "append",
-                source: e,
-            }),
+        let mut events = EncodedEvent::encode_all(events)?;
+        let outcome = if events.len() == 1 {
+            let event = events.remove(0);
+            self.one_event_appends
+                .submit(OneEventAppend {
+                    stream: stream.clone(),
+                    expected,
+                    event,
+                })
+                .await
+                .map_err(StoreError::db("append"))??
+        } else {
+            append_one(&self.pool, stream, expected, &events).await?
+        };
+        if !outcome.idempotent_replay {
+            self.announce();
         }
+        Ok(outcome)
     }
 
     async fn read_stream(

@@ -26,7 +26,7 @@ use crate::encoded::{EncodedEvent, StoredRow, non_negative, to_i64};
 use crate::model::{AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId};
 use crate::port::EventStore;
 
-use group_commit::GroupCommit;
+use group_commit::SqliteGroupCommit;
 use writer::{AppendRequest, Appends};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -86,7 +86,7 @@ pub struct SqliteDurability {
 
 /// The SQLite event store.
 pub struct SqliteEventStore {
-    appends: GroupCommit<Appends>,
+    appends: SqliteGroupCommit<Appends>,
     readers: SqlitePool,
     changes: watch::Receiver<u64>,
     durability: SqliteDurability,
@@ -142,7 +142,7 @@ impl SqliteEventStore {
             .await
             .map_err(StoreError::db("open sqlite readers"))?;
         let (changes_tx, changes) = watch::channel(0);
-        let appends = GroupCommit::spawn(
+        let appends = SqliteGroupCommit::on_sqlite(
             write_conn,
             Appends {
                 changes: changes_tx,
