@@ -141,17 +141,11 @@ impl Batch for NewKeyBatch {
         insert.push(" ON CONFLICT (subscriber_id) DO NOTHING");
         insert.build().execute(&mut *conn).await?;
         let ids: Vec<String> = keys.iter().map(|key| key.subscriber_id.clone()).collect();
-        let stored: HashMap<String, KeyRow> = db::ids_in::<sqlx::Sqlite>(SELECT_KEYS_IN, &ids)
+        let stored = db::ids_in::<sqlx::Sqlite>(SELECT_KEYS_IN, &ids)
             .build_query_as::<KeyRow>()
             .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .map(|row| (row.subscriber_id.clone(), row))
-            .collect();
-        Ok(keys
-            .iter()
-            .map(|key| stored.get(&key.subscriber_id).cloned())
-            .collect())
+            .await?;
+        Ok(row_of_each(keys, stored))
     }
 }
 
@@ -183,21 +177,27 @@ impl Commit for PgNewKeys {
         let key_ids: Vec<&str> = keys.iter().map(|key| key.key_id.as_str()).collect();
         let wrapped: Vec<&[u8]> = keys.iter().map(|key| key.wrapped.as_slice()).collect();
         let created: Vec<DateTime<Utc>> = keys.iter().map(|key| key.created_at).collect();
-        let stored: HashMap<String, KeyRow> = sqlx::query_as::<_, KeyRow>(UPSERT_MANY)
+        let stored = sqlx::query_as::<_, KeyRow>(UPSERT_MANY)
             .bind(&ids)
             .bind(&key_ids)
             .bind(&wrapped)
             .bind(&created)
             .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|row| (row.subscriber_id.clone(), row))
-            .collect();
-        Ok(keys
-            .iter()
-            .map(|key| stored.get(&key.subscriber_id).cloned())
-            .collect())
+            .await?;
+        Ok(row_of_each(keys, stored))
     }
+}
+
+/// The stored row of each new key's subscriber, in the keys' order (a subscriber twice in a
+/// batch gets its one row twice; one without a row, `None`).
+fn row_of_each(keys: &[NewKey], rows: Vec<KeyRow>) -> Vec<Option<KeyRow>> {
+    let stored: HashMap<String, KeyRow> = rows
+        .into_iter()
+        .map(|row| (row.subscriber_id.clone(), row))
+        .collect();
+    keys.iter()
+        .map(|key| stored.get(&key.subscriber_id).cloned())
+        .collect()
 }
 
 impl KeyVault {
