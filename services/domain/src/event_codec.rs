@@ -88,3 +88,20 @@ codec! {
     DataExported => 1,
     PersonalDataErased => 1,
 }
+
+/// The stored type names of events that never change what a subscriber's status answer shows:
+/// the lists with their statuses and since when, the locale, the restriction and the erasure.
+/// They only keep mail and export bookkeeping. A view of statuses may skip them without
+/// decoding (the property tests check [`Subscriber::evolve`](crate::Subscriber) agrees).
+pub const STATUS_NEUTRAL_TYPES: [&str; 3] = [
+    "ConfirmationMailSent",
+    "ConfirmationMailFailed",
+    "DataExported",
+];
+
+/// True when events of this stored type never change a subscriber's statuses (see
+/// [`STATUS_NEUTRAL_TYPES`]).
+#[must_use]
+pub fn is_status_neutral(event_type: &str) -> bool {
+    STATUS_NEUTRAL_TYPES.contains(&event_type)
+}

@@ -130,6 +130,7 @@ pub use event::{
     SubscriptionConfirmed, SubscriptionRequestCancelled, SubscriptionRequestExpired,
     SubscriptionRequested, Unsubscribed,
 };
+pub use event_codec::{STATUS_NEUTRAL_TYPES, is_status_neutral};
 pub use ids::{MessageId, RequestId, SubscriberId};
 pub use list::{ListCatalog, ListId};
 pub use locale::Locale;

@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use newsletter_domain::{
-    Decider, DomainError, EventCodec, FieldChange, ListId, ListStatus, PersonName, ProfileChanges,
-    Subscriber, SubscriberCommand, SubscriberEvent, SubscriberState, UnsubscribeChannel,
-    UnsubscribeScope,
+    Decider, DomainError, EventCodec, FieldChange, ListId, ListStatus, Locale, PersonName,
+    ProfileChanges, Subscriber, SubscriberCommand, SubscriberEvent, SubscriberState,
+    UnsubscribeChannel, UnsubscribeScope, is_status_neutral,
 };
 use proptest::prelude::*;
 use support::*;
@@ -228,6 +228,27 @@ fn check_state(state: &SubscriberState, history: &[SubscriberEvent]) -> Result<(
     Ok(())
 }
 
+/// Everything a status answer shows of a subscriber: each list's status and since when, the
+/// locale, the restriction and the erasure.
+type StatusFace = (
+    Vec<(ListId, ListStatus, DateTime<Utc>)>,
+    Option<Locale>,
+    bool,
+    bool,
+);
+
+fn status_face(state: &SubscriberState) -> StatusFace {
+    (
+        state
+            .lists()
+            .map(|(list, membership)| (list.clone(), membership.status(), membership.since()))
+            .collect(),
+        state.locale(),
+        state.is_restricted(),
+        state.is_erased(),
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -261,7 +282,14 @@ proptest! {
             }
             let before = state.clone();
             for event in &events {
-                state = Subscriber::evolve(state, event);
+                let next = Subscriber::evolve(state.clone(), event);
+                if is_status_neutral(event.event_type()) {
+                    prop_assert_eq!(
+                        status_face(&next), status_face(&state),
+                        "{} is listed as status-neutral but changed the statuses", event.event_type()
+                    );
+                }
+                state = next;
             }
             history.extend(events.iter().cloned());
             check_state(&state, &history)?;

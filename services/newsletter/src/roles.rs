@@ -461,9 +461,8 @@ pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
             models: storage.models.clone(),
             metrics: Arc::clone(&metrics),
         };
-        let (view, log, store, models) = (
+        let (view, store, models) = (
             live.clone(),
-            Arc::clone(&storage.sealed_store),
             Arc::clone(&storage.store),
             storage.models.clone(),
         );
@@ -471,7 +470,6 @@ pub async fn run(raw: RawSettings, roles: Roles) -> Result<(), SettingError> {
         tasks.spawn(async move {
             tokio::join!(
                 view.run(
-                    log,
                     store,
                     models,
                     LiveStatusOptions::default(),

@@ -50,7 +50,7 @@ pub(crate) struct Decoded {
     pub(crate) subscriber: Uuid,
     pub(crate) event: SubscriberEvent,
     position: Position,
-    version: u64,
+    pub(crate) version: u64,
 }
 
 /// What a batch writes for one subscriber.

@@ -18,15 +18,22 @@
 //!
 //! # How it follows the log
 //!
-//! [`LiveStatus::run`] subscribes to the log from the loaded checkpoint. Every subscriber a batch
-//! of events touches is re-folded from its own stream by the domain's own
-//! [`Subscriber::evolve`](newsletter_domain::Subscriber) (through the decrypting store, since
-//! the events are decoded), and its entry is replaced with what the read model would report
-//! ([`crate::MemberStatus::reported`]: `restricted` on every list while restricted); an erased
-//! subscriber's entry is removed. The fold takes the whole stream as stored at that moment, so
-//! an entry may already reflect events later in the log than the view's position; it is never
-//! older than the position. The log itself is only read for stream names and positions, so the
-//! subscription can read the sealed store and decrypt nothing.
+//! [`LiveStatus::run`] subscribes to the log from the loaded checkpoint, through the decrypting
+//! store (one key lookup a page), and applies it a batch at a time with the domain's own
+//! [`Subscriber::evolve`](newsletter_domain::Subscriber); each touched entry is replaced with what
+//! the read model would report ([`crate::MemberStatus::reported`]: `restricted` on every list
+//! while restricted), and an erased subscriber's entry is removed. Per subscriber in a batch:
+//!
+//! - events that cannot change a status (mail and export bookkeeping,
+//!   [`newsletter_domain::STATUS_NEUTRAL_TYPES`]) leave the entry as it is;
+//! - events that are the subscriber's whole stream so far (a new signup, versions from 1) are
+//!   folded as they are;
+//! - otherwise the subscriber is re-folded from its whole stream as stored at that moment, so
+//!   the entry may already reflect events later in the log than the view's position; it is never
+//!   older than the position.
+//!
+//! So a signup and its confirmation mail cost the view no read beyond the log's own pages; a
+//! confirmation, an unsubscribe or a GDPR action costs one read of that subscriber's stream.
 //!
 //! Staleness: the view is behind the log by the time to notice an append and re-fold the
 //! subscriber. In one process with the writer (`serve`) it is woken by every append; on
@@ -36,7 +43,7 @@
 //! backoff from the view's position; meanwhile the view answers as of that position. An
 //! undecodable event therefore stops the view there, as it stops the SQL projection.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -44,7 +51,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use newsletter_domain::{Decider, ListId, Locale, Subscriber, SubscriberId};
+use newsletter_domain::{
+    Decider, EventCodec, ListId, Locale, Subscriber, SubscriberEvent, SubscriberId,
+    SubscriberState, is_status_neutral,
+};
 use newsletter_eventstore::{
     EventStore, Position, RecordedEvent, StreamId, Subscription, SubscriptionOptions,
 };
@@ -52,7 +62,7 @@ use sqlx::FromRow;
 use tracing::{Instrument, info_span, instrument};
 use uuid::Uuid;
 
-use crate::apply::{PROJECTION, decode, reported_lists, subscriber_of};
+use crate::apply::{Decoded, PROJECTION, decode, reported_lists};
 use crate::db::{Pool, on_pool};
 use crate::error::{ReadModelError, to_u64};
 use crate::models::{ReadModels, parse_locale, parse_status};
@@ -334,10 +344,16 @@ impl LiveStatus {
         Ok(())
     }
 
-    /// Applies events read from the log after the view's position, in log order: re-folds every
-    /// subscriber they touch from `store` (which must open sealed personal data, so that
-    /// events decode) and moves the position to the last event's.
-    #[instrument(name = "live_status.apply", skip_all, fields(events = events.len(), subscribers), err)]
+    /// Applies events read from the log after the view's position, in log order, and moves the
+    /// position to the last event's. `events` must be open (read through the decrypting store),
+    /// so that they decode. Per subscriber the batch touches:
+    ///
+    /// - when all of its events in the batch are [status-neutral](newsletter_domain::is_status_neutral)
+    ///   (mail and export bookkeeping), the entry stays as it is: nothing is read;
+    /// - when they are its whole stream so far (versions 1, 2, … with none whose personal data
+    ///   is gone), they are folded as they are: nothing is read (a new signup);
+    /// - otherwise its whole stream is read from `store` and folded.
+    #[instrument(name = "live_status.apply", skip_all, fields(events = events.len(), subscribers, reread), err)]
     pub async fn apply(
         &self,
         store: &dyn EventStore,
@@ -346,17 +362,35 @@ impl LiveStatus {
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(());
         };
-        let mut touched: Vec<Uuid> = events
-            .iter()
-            .filter_map(|e| subscriber_of(e.stream.as_str()))
-            .collect();
-        touched.sort_unstable();
-        touched.dedup();
-        tracing::Span::current().record("subscribers", touched.len());
-        let mut folded = Vec::with_capacity(touched.len());
-        for id in touched {
-            folded.push((id, refold(store, id).await?));
+        let mut by_subscriber: BTreeMap<Uuid, Vec<Decoded>> = BTreeMap::new();
+        for decoded in decode(events)? {
+            by_subscriber
+                .entry(decoded.subscriber)
+                .or_default()
+                .push(decoded);
         }
+        tracing::Span::current().record("subscribers", by_subscriber.len());
+        let mut folded = Vec::with_capacity(by_subscriber.len());
+        let mut reread = 0_usize;
+        for (id, stream) in by_subscriber {
+            if stream
+                .iter()
+                .all(|d| is_status_neutral(d.event.event_type()))
+            {
+                continue;
+            }
+            let whole = stream.iter().zip(1_u64..).all(|(d, version)| {
+                d.version == version && !matches!(d.event, SubscriberEvent::PersonalDataErased(_))
+            });
+            let statuses = if whole {
+                statuses_of(&Subscriber::fold(stream.iter().map(|d| &d.event)))
+            } else {
+                reread += 1;
+                refold(store, id).await?
+            };
+            folded.push((id, statuses));
+        }
+        tracing::Span::current().record("reread", reread);
         {
             let mut table = self
                 .shared
@@ -372,11 +406,10 @@ impl LiveStatus {
     }
 
     /// Loads the view (retrying until it succeeds), then follows the log until `shutdown`
-    /// completes. `log` is read for stream names and positions only (pass the sealed store to
-    /// decrypt nothing); `store` is the decrypting store the touched streams are re-folded from.
+    /// completes. `store` must open sealed personal data (the decrypting store), so that the
+    /// events decode: the log is read through it, and so are the streams that are re-folded.
     pub async fn run<F>(
         &self,
-        log: Arc<dyn EventStore>,
         store: Arc<dyn EventStore>,
         models: ReadModels,
         options: LiveStatusOptions,
@@ -390,7 +423,7 @@ impl LiveStatus {
             let mut failures = 0_u32;
             loop {
                 let result = if self.is_loaded() {
-                    self.follow(&log, store.as_ref(), options, &mut failures, shutdown.as_mut())
+                    self.follow(&store, options, &mut failures, shutdown.as_mut())
                         .await
                 } else {
                     self.load(&models).await.map(|()| false)
@@ -421,15 +454,14 @@ impl LiveStatus {
     /// Follows the log from the view's position until shutdown (`Ok(true)`) or a failure.
     async fn follow(
         &self,
-        log: &Arc<dyn EventStore>,
-        store: &dyn EventStore,
+        store: &Arc<dyn EventStore>,
         options: LiveStatusOptions,
         failures: &mut u32,
         mut shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
     ) -> Result<bool, ReadModelError> {
         let batch_size = options.batch_size.max(1);
         let mut subscription = Subscription::new(
-            Arc::clone(log),
+            Arc::clone(store),
             self.position(),
             SubscriptionOptions {
                 batch_size,
@@ -438,7 +470,7 @@ impl LiveStatus {
         );
         while let Some(batch) = next_batch(&mut subscription, batch_size, shutdown.as_mut()).await?
         {
-            self.apply(store, &batch).await?;
+            self.apply(store.as_ref(), &batch).await?;
             *failures = 0;
         }
         Ok(true)
@@ -452,7 +484,7 @@ fn sorted(mut lists: ListStatuses) -> ListStatuses {
 }
 
 /// Folds one subscriber's whole stream with the domain's own rules and says what the read side
-/// reports for it; `None` when erased. The personal data the fold sees is dropped here.
+/// reports for it; `None` when erased.
 async fn refold(store: &dyn EventStore, subscriber: Uuid) -> Result<Statuses, ReadModelError> {
     let stream = StreamId::new(SubscriberId::from_uuid(subscriber).stream_name())
         .map_err(ReadModelError::store("naming a subscriber's stream"))?;
@@ -461,14 +493,21 @@ async fn refold(store: &dyn EventStore, subscriber: Uuid) -> Result<Statuses, Re
         .await
         .map_err(ReadModelError::store("reading a subscriber's stream"))?;
     let decoded = decode(&events)?;
-    let state = Subscriber::fold(decoded.iter().map(|d| &d.event));
+    Ok(statuses_of(&Subscriber::fold(
+        decoded.iter().map(|d| &d.event),
+    )))
+}
+
+/// What the read side reports for a folded subscriber; `None` when erased. The personal data
+/// the fold saw is dropped here.
+fn statuses_of(state: &SubscriberState) -> Statuses {
     if state.is_erased() {
-        return Ok(None);
+        return None;
     }
-    Ok(Some((
+    Some((
         state.locale(),
-        reported_lists(&state)
+        reported_lists(state)
             .map(|(list, _, reported, since)| (list.clone(), reported, since))
             .collect(),
-    )))
+    ))
 }

@@ -60,6 +60,7 @@ macro_rules! read_side_suite {
             the_email_index_finds_many_and_forgets_on_removal,
             reactor_checkpoints_are_stored_by_name,
             the_live_status_view_loads_the_read_model_then_follows_the_log,
+            the_live_status_view_reads_a_stream_only_when_the_batch_cannot_be_folded_alone,
         );
     };
     (@tests $backend:ty, $attrs:tt, $($name:ident),* $(,)?) => {
@@ -1250,7 +1251,6 @@ pub async fn the_live_status_view_loads_the_read_model_then_follows_the_log(
         let (live, store, models) = (live.clone(), Arc::clone(&store), models.clone());
         async move {
             live.run(
-                Arc::clone(&store),
                 store,
                 models,
                 LiveStatusOptions {
@@ -1324,4 +1324,161 @@ pub async fn the_live_status_view_loads_the_read_model_then_follows_the_log(
         .await
         .expect("stops")
         .unwrap();
+}
+
+/// The event store, counting the stream reads made through it.
+struct CountingStreamReads {
+    inner: Arc<dyn EventStore>,
+    stream_reads: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingStreamReads {
+    fn take(&self) -> usize {
+        self.stream_reads
+            .swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for CountingStreamReads {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: newsletter_eventstore::ExpectedVersion,
+        events: Vec<newsletter_eventstore::NewEvent>,
+    ) -> Result<newsletter_eventstore::AppendOutcome, newsletter_eventstore::StoreError> {
+        self.inner.append(stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        after_version: u64,
+    ) -> Result<Vec<newsletter_eventstore::RecordedEvent>, newsletter_eventstore::StoreError> {
+        self.stream_reads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.read_stream(stream, after_version).await
+    }
+
+    async fn read_all(
+        &self,
+        after: Option<newsletter_eventstore::Position>,
+        limit: usize,
+    ) -> Result<Vec<newsletter_eventstore::RecordedEvent>, newsletter_eventstore::StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes()
+    }
+
+    fn adapter_name(&self) -> &'static str {
+        self.inner.adapter_name()
+    }
+}
+
+/// The log's events after `after` once `count` of them are readable (a bounded wait: on
+/// PostgreSQL an event is readable once no older transaction is open in the cluster).
+async fn next_events(
+    store: &dyn EventStore,
+    after: Option<newsletter_eventstore::Position>,
+    count: usize,
+) -> Vec<newsletter_eventstore::RecordedEvent> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let events = store.read_all(after, 1000).await.expect("read all");
+        if events.len() >= count {
+            return events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{count} events never became readable"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub async fn the_live_status_view_reads_a_stream_only_when_the_batch_cannot_be_folded_alone(
+    backend: &mut impl Backend,
+) {
+    let store = backend.store();
+    let models = backend.models();
+    let counting = CountingStreamReads {
+        inner: Arc::clone(&store),
+        stream_reads: std::sync::atomic::AtomicUsize::new(0),
+    };
+    let live = LiveStatus::new();
+    live.load(&models).await.unwrap();
+    let (a, b) = (new_id(), new_id());
+    let (ra, rb) = (rid(), rid());
+    // Applies the next `count` events in one batch; returns how many streams it read.
+    let mut after = None;
+    let mut apply_next = async |count: usize| {
+        let batch = next_events(store.as_ref(), after, count).await;
+        assert_eq!(batch.len(), count, "the batch holds exactly the new events");
+        live.apply(&counting, &batch).await.unwrap();
+        after = batch.last().map(|e| e.position);
+        assert_eq!(live.position(), after);
+        counting.take()
+    };
+
+    // Two new streams, one of them with its confirmation mail: folded from the batch alone.
+    exec(
+        store.as_ref(),
+        a,
+        request(ra, &["news"], &email(1), Some("A"), t(1)),
+        t(1),
+    )
+    .await;
+    exec(store.as_ref(), a, mail_sent(ra, 1), t(1)).await;
+    exec(
+        store.as_ref(),
+        b,
+        request(rb, &["news", "events"], &email(2), None, t(1)),
+        t(1),
+    )
+    .await;
+    assert_eq!(apply_next(3).await, 0, "new streams need no read");
+    catch_up(backend).await;
+    for id in [a, b] {
+        assert_eq!(
+            live.get(id),
+            sql_status(&models, id).await,
+            "after signup {id}"
+        );
+    }
+    assert_eq!(live.get(a).unwrap().lists[0].status, MemberStatus::Pending);
+
+    // Only a mail recorded: nothing to read, nothing changes.
+    exec(store.as_ref(), b, mail_sent(rb, 2), t(2)).await;
+    let before = live.get(b);
+    assert_eq!(
+        apply_next(1).await,
+        0,
+        "a status-neutral event needs no read"
+    );
+    assert_eq!(live.get(b), before);
+
+    // A confirmation of a stream with earlier events: its whole stream is read.
+    exec(store.as_ref(), a, confirm(ra, t(3)), t(3)).await;
+    assert_eq!(apply_next(1).await, 1, "a confirmation re-reads its stream");
+    assert_eq!(
+        live.get(a).unwrap().lists[0].status,
+        MemberStatus::Confirmed
+    );
+
+    // A stream whose first events were in an earlier batch, erased now: read, then removed.
+    exec(store.as_ref(), b, erase(), t(4)).await;
+    assert_eq!(apply_next(1).await, 1);
+    assert_eq!(live.get(b), None);
+
+    // Agrees with the read model, which folds every event.
+    catch_up(backend).await;
+    for id in [a, b] {
+        assert_eq!(
+            live.get(id),
+            sql_status(&models, id).await,
+            "at the end {id}"
+        );
+    }
 }
