@@ -127,13 +127,49 @@ where
     D: Decider,
     D::Event: EventCodec,
 {
+    let known = (hint == StreamHint::BelievedNew).then(|| (D::State::default(), 0));
+    decide_and_append::<D>(store, clock, stream, command, metadata, known).await
+}
+
+/// [`execute`], deciding first on a state the caller loaded a moment ago ([`load`]) at
+/// `version`, without reading the stream again. The append expects `version`: if the stream
+/// changed meanwhile it conflicts and the command goes on as [`execute`] does (read, decide
+/// again on what is there), so a decision on an old state is never appended.
+pub async fn execute_on<D>(
+    store: &dyn EventStore,
+    clock: &dyn Clock,
+    stream: &StreamId,
+    command: &D::Command,
+    metadata: &EventMetadata,
+    loaded: (D::State, u64),
+) -> Result<CommandOutcome<D>, CommandError<D::Error>>
+where
+    D: Decider,
+    D::Event: EventCodec,
+{
+    decide_and_append::<D>(store, clock, stream, command, metadata, Some(loaded)).await
+}
+
+/// The command loop: the first decision on `known` when given, every other on the stream as
+/// read; optimistic appends, retried on conflict up to [`MAX_CONFLICT_RETRIES`] times.
+async fn decide_and_append<D>(
+    store: &dyn EventStore,
+    clock: &dyn Clock,
+    stream: &StreamId,
+    command: &D::Command,
+    metadata: &EventMetadata,
+    mut known: Option<(D::State, u64)>,
+) -> Result<CommandOutcome<D>, CommandError<D::Error>>
+where
+    D: Decider,
+    D::Event: EventCodec,
+{
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (state, version) = if hint == StreamHint::BelievedNew && attempts == 1 {
-            (D::State::default(), 0)
-        } else {
-            load::<D>(store, stream).await?
+        let (state, version) = match known.take() {
+            Some(known) => known,
+            None => load::<D>(store, stream).await?,
         };
         let events = D::decide(&state, command, clock.now()).map_err(CommandError::Refused)?;
         if events.is_empty() {

@@ -16,7 +16,8 @@ pub mod sqlite;
 pub mod subscription;
 
 pub use command::{
-    Clock, CommandError, CommandOutcome, StreamHint, SystemClock, execute, execute_with_hint,
+    Clock, CommandError, CommandOutcome, StreamHint, SystemClock, execute, execute_on,
+    execute_with_hint,
 };
 pub use connect::connect;
 pub use error::StoreError;

@@ -31,7 +31,7 @@ use newsletter_domain::{
     ReasonText, RequestId, Subscriber, SubscriberCommand, SubscriberEvent, SubscriberId,
     SubscriberState,
 };
-use newsletter_eventstore::command::{CommandError, execute, load};
+use newsletter_eventstore::command::{CommandError, execute, execute_on, load};
 use newsletter_eventstore::{
     Clock, EventMetadata, EventStore, Position, RecordedEvent, StreamId, Subscription,
     SubscriptionOptions,
@@ -366,10 +366,10 @@ impl Mailer {
         let mut outage_waits: u32 = 0;
         loop {
             attempt += 1;
-            let Some(state) = self.load_state(&event.stream, shutdown).await else {
+            let Some(loaded) = self.load_state(&event.stream, shutdown).await else {
                 return Handled::Interrupted;
             };
-            let Some(state) = state else {
+            let Some((state, version)) = loaded else {
                 return Handled::Skipped;
             };
             let now = self.clock.now();
@@ -419,8 +419,11 @@ impl Mailer {
                         request_id,
                         message_id,
                     };
+                    // Decided on the state read before sending: no second read unless the
+                    // stream changed meanwhile (then the append conflicts and it is read).
+                    let loaded = Some((state.clone(), version));
                     if !self
-                        .record(&event.stream, &command, &metadata, shutdown)
+                        .record(&event.stream, &command, &metadata, loaded, shutdown)
                         .await
                     {
                         return Handled::Interrupted;
@@ -482,7 +485,7 @@ impl Mailer {
                 permanent,
             };
             if !self
-                .record(&event.stream, &command, metadata, shutdown)
+                .record(&event.stream, &command, metadata, None, shutdown)
                 .await
             {
                 return Handled::Interrupted;
@@ -491,19 +494,27 @@ impl Mailer {
         Handled::Done
     }
 
-    /// Executes a command, retrying store failures; false on shutdown. A refusal (the request
-    /// changed meanwhile) is logged and accepted: there is nothing left to record.
+    /// Executes a command, first on `loaded` (the state and version read a moment ago) when
+    /// given, retrying store failures; false on shutdown. A refusal (the request changed
+    /// meanwhile) is logged and accepted: there is nothing left to record.
     async fn record(
         &self,
         stream: &StreamId,
         command: &SubscriberCommand,
         metadata: &EventMetadata,
+        mut loaded: Option<(SubscriberState, u64)>,
         shutdown: &Shutdown,
     ) -> bool {
         let mut failures = 0;
         loop {
-            match execute::<Subscriber>(&*self.store, &*self.clock, stream, command, metadata).await
-            {
+            let (store, clock) = (&*self.store, &*self.clock);
+            let outcome = match loaded.take() {
+                Some(loaded) => {
+                    execute_on::<Subscriber>(store, clock, stream, command, metadata, loaded).await
+                }
+                None => execute::<Subscriber>(store, clock, stream, command, metadata).await,
+            };
+            match outcome {
                 Ok(_) => return true,
                 Err(CommandError::Refused(e)) => {
                     warn!(command = command.name(), error = %e, "the subscriber refused the record");
@@ -524,17 +535,17 @@ impl Mailer {
         }
     }
 
-    /// Loads a subscriber, retrying store failures. `None` on shutdown; `Some(None)` when the
-    /// stream cannot be read back (logged; the event is skipped).
+    /// Loads a subscriber and its stream's version, retrying store failures. `None` on
+    /// shutdown; `Some(None)` when the stream cannot be read back (logged; the event is skipped).
     async fn load_state(
         &self,
         stream: &StreamId,
         shutdown: &Shutdown,
-    ) -> Option<Option<SubscriberState>> {
+    ) -> Option<Option<(SubscriberState, u64)>> {
         let mut failures = 0;
         loop {
             match load::<Subscriber>(&*self.store, stream).await {
-                Ok((state, _version)) => return Some(Some(state)),
+                Ok(loaded) => return Some(Some(loaded)),
                 Err(e @ CommandError::Decode { .. }) => {
                     error!(error = %e, "unreadable subscriber stream; request skipped");
                     return Some(None);

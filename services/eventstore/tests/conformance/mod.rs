@@ -49,6 +49,7 @@ macro_rules! conformance_suite {
             appends_survive_a_restart,
             command_handling_retries_conflicts_without_losing_updates,
             a_command_on_a_stream_believed_new_skips_the_read_and_still_sees_what_is_there,
+            a_command_on_a_loaded_state_skips_the_read_and_decides_again_if_it_changed,
             concurrent_one_event_appends_each_get_their_own_verdict,
         );
     };
@@ -718,6 +719,66 @@ pub async fn a_command_on_a_stream_believed_new_skips_the_read_and_still_sees_wh
         Err(newsletter_eventstore::CommandError::Refused(_))
     ));
     assert!(store.read_stream(&other, 0).await.expect("read").is_empty());
+}
+
+/// Adds `n` to the counter in `stream` through `execute_on`, first on the `loaded` state.
+async fn add_on_loaded(
+    store: &dyn EventStore,
+    stream: &StreamId,
+    loaded: (counter::Total, u64),
+    n: u64,
+) -> Result<
+    newsletter_eventstore::CommandOutcome<counter::Counter>,
+    newsletter_eventstore::CommandError<counter::AddedZero>,
+> {
+    newsletter_eventstore::execute_on::<counter::Counter>(
+        store,
+        &SystemClock,
+        stream,
+        &counter::Add(n),
+        &EventMetadata::default(),
+        loaded,
+    )
+    .await
+}
+
+/// A command decided on a state the caller loaded ([`newsletter_eventstore::execute_on`]) appends
+/// without reading the stream again; when another writer changed the stream in between, the
+/// append conflicts and the command is decided again on the stored state, so nothing is lost.
+pub async fn a_command_on_a_loaded_state_skips_the_read_and_decides_again_if_it_changed<
+    B: Backend,
+>(
+    backend: &mut B,
+) {
+    let store = CountingReads {
+        inner: backend.store(),
+        stream_reads: std::sync::atomic::AtomicUsize::new(0),
+    };
+    let reads = || store.stream_reads.load(std::sync::atomic::Ordering::SeqCst);
+    let counter = stream("counter-loaded");
+    add_believing_new(&store, &counter, 2).await.expect("first");
+    let loaded = newsletter_eventstore::command::load::<counter::Counter>(&store, &counter)
+        .await
+        .expect("load");
+    assert_eq!(reads(), 1);
+    let outcome = add_on_loaded(&store, &counter, loaded.clone(), 3)
+        .await
+        .expect("on the loaded state");
+    assert_eq!((outcome.stream_version, outcome.state.0), (2, 5));
+    assert_eq!(reads(), 1, "the loaded state was not read again");
+
+    // The state loaded before is now old: the append conflicts, the stream is read, and the
+    // command is decided again on what is there (5 + 4, not 2 + 4).
+    let outcome = add_on_loaded(&store, &counter, loaded, 4)
+        .await
+        .expect("on an old state");
+    assert_eq!((outcome.stream_version, outcome.state.0), (3, 9));
+    assert_eq!(reads(), 2, "the conflict made it read the stream");
+    let (total, version) =
+        newsletter_eventstore::command::load::<counter::Counter>(&store, &counter)
+            .await
+            .expect("load");
+    assert_eq!((version, total.0), (3, 9));
 }
 
 /// Many concurrent one-event appends, each to its own stream: a third at the right version, a
