@@ -421,7 +421,7 @@ impl Mailer {
                     };
                     // Decided on the state read before sending: no second read unless the
                     // stream changed meanwhile (then the append conflicts and it is read).
-                    let loaded = Some((state.clone(), version));
+                    let loaded = Some((state, version));
                     if !self
                         .record(&event.stream, &command, &metadata, loaded, shutdown)
                         .await

@@ -621,6 +621,20 @@ struct CountingReads {
     stream_reads: std::sync::atomic::AtomicUsize,
 }
 
+impl CountingReads {
+    fn over(inner: Arc<dyn EventStore>) -> Self {
+        Self {
+            inner,
+            stream_reads: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// The stream reads made so far.
+    fn reads(&self) -> usize {
+        self.stream_reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 #[async_trait::async_trait]
 impl EventStore for CountingReads {
     async fn append(
@@ -687,11 +701,8 @@ pub async fn a_command_on_a_stream_believed_new_skips_the_read_and_still_sees_wh
 >(
     backend: &mut B,
 ) {
-    let store = CountingReads {
-        inner: backend.store(),
-        stream_reads: std::sync::atomic::AtomicUsize::new(0),
-    };
-    let reads = || store.stream_reads.load(std::sync::atomic::Ordering::SeqCst);
+    let store = CountingReads::over(backend.store());
+    let reads = || store.reads();
     let fresh = stream("counter-fresh");
     let outcome = add_believing_new(&store, &fresh, 2)
         .await
@@ -750,11 +761,8 @@ pub async fn a_command_on_a_loaded_state_skips_the_read_and_decides_again_if_it_
 >(
     backend: &mut B,
 ) {
-    let store = CountingReads {
-        inner: backend.store(),
-        stream_reads: std::sync::atomic::AtomicUsize::new(0),
-    };
-    let reads = || store.stream_reads.load(std::sync::atomic::Ordering::SeqCst);
+    let store = CountingReads::over(backend.store());
+    let reads = || store.reads();
     let counter = stream("counter-loaded");
     add_believing_new(&store, &counter, 2).await.expect("first");
     let loaded = newsletter_eventstore::command::load::<counter::Counter>(&store, &counter)

@@ -1398,6 +1398,18 @@ async fn next_events(
     }
 }
 
+/// Checks the in-memory view holds what the SQL read model says of each subscriber.
+async fn agrees_with_read_model(
+    live: &LiveStatus,
+    models: &ReadModels,
+    ids: &[SubscriberId],
+    when: &str,
+) {
+    for id in ids {
+        assert_eq!(live.get(*id), sql_status(models, *id).await, "{when}: {id}");
+    }
+}
+
 pub async fn the_live_status_view_reads_a_stream_only_when_the_batch_cannot_be_folded_alone(
     backend: &mut impl Backend,
 ) {
@@ -1440,13 +1452,7 @@ pub async fn the_live_status_view_reads_a_stream_only_when_the_batch_cannot_be_f
     .await;
     assert_eq!(apply_next(3).await, 0, "new streams need no read");
     catch_up(backend).await;
-    for id in [a, b] {
-        assert_eq!(
-            live.get(id),
-            sql_status(&models, id).await,
-            "after signup {id}"
-        );
-    }
+    agrees_with_read_model(&live, &models, &[a, b], "after signup").await;
     assert_eq!(live.get(a).unwrap().lists[0].status, MemberStatus::Pending);
 
     // Only a mail recorded: nothing to read, nothing changes.
@@ -1474,11 +1480,5 @@ pub async fn the_live_status_view_reads_a_stream_only_when_the_batch_cannot_be_f
 
     // Agrees with the read model, which folds every event.
     catch_up(backend).await;
-    for id in [a, b] {
-        assert_eq!(
-            live.get(id),
-            sql_status(&models, id).await,
-            "at the end {id}"
-        );
-    }
+    agrees_with_read_model(&live, &models, &[a, b], "at the end").await;
 }
