@@ -211,16 +211,17 @@ async fn readers_wait_behind_an_open_transaction_and_then_see_everything() {
     backend.cleanup().await;
 }
 
-/// One-event appends in flight at once are committed together (they share a transaction id),
-/// and each caller still gets its own verdict: two store handles on one schema, as two
-/// processes, race a first event into each of 64 streams, so every stream gets exactly one
-/// event, its winner the position it was stored at, its loser a wrong-version refusal.
+/// Each caller of a grouped one-event append gets its own verdict: two store handles on one
+/// schema, as two processes, race a first event into each of 64 streams, so every stream gets
+/// exactly one event, its winner the position it was stored at, its loser a wrong-version
+/// refusal. (Whether a racing batch stays grouped depends on timing: a unique violation from the
+/// other process sends it one append at a time, so grouping is checked on its own below.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[cfg_attr(
     not(postgres_tests),
     ignore = "NEWSLETTER_TEST_DATABASE_URL is not set: PostgreSQL tests not run"
 )]
-async fn concurrent_first_appends_share_commits_and_each_get_their_own_verdict() {
+async fn concurrent_first_appends_from_two_processes_each_get_their_own_verdict() {
     const STREAMS: usize = 64;
     let backend = Postgres::fresh().await;
     let handles = [
@@ -282,12 +283,105 @@ async fn concurrent_first_appends_share_commits_and_each_get_their_own_verdict()
             "the winner of {n} was told where its event is"
         );
     }
-    let commits: std::collections::HashSet<u64> =
-        all.iter().map(|event| event.position.commit).collect();
+    backend.cleanup().await;
+}
+
+/// One-event appends that queue while the writer's commit is held up go out together in its
+/// next commit (one transaction id), each with its own position. Deterministic: a lock on the
+/// events table holds the writer's first insert until every other append has been queued, which
+/// the single-threaded runtime makes certain (each spawned append runs until it waits for its
+/// reply before the test task runs again).
+#[tokio::test(flavor = "current_thread")]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "NEWSLETTER_TEST_DATABASE_URL is not set: PostgreSQL tests not run"
+)]
+async fn first_appends_queued_behind_a_commit_share_the_next_one() {
+    const QUEUED: usize = 63;
+    let backend = Postgres::fresh().await;
+    let mut holder = PgConnection::connect(&server_url())
+        .await
+        .expect("connect to the PostgreSQL test server");
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    let lock = format!("LOCK TABLE {}.events IN EXCLUSIVE MODE", backend.schema);
+    sqlx::query(sqlx::AssertSqlSafe(lock))
+        .execute(&mut holder)
+        .await
+        .expect("lock the events table");
+    let append = |n: u64| {
+        let store = Arc::clone(&backend.store);
+        async move {
+            let s = StreamId::new(format!("test-queued-{n}")).expect("stream");
+            store
+                .append(&s, ExpectedVersion::NoStream, vec![new_event(n)])
+                .await
+        }
+    };
+    let first = tokio::spawn(append(0));
+    let waiting = format!(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = '{}.events'::regclass",
+        backend.schema
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let blocked: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(waiting.clone()))
+            .fetch_one(&mut holder)
+            .await
+            .expect("read pg_locks");
+        if blocked > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writer's first insert never waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (started, mut queued) = tokio::sync::mpsc::unbounded_channel();
+    let mut rest = Vec::new();
+    for n in 1..=QUEUED as u64 {
+        let (started, append) = (started.clone(), append(n));
+        rest.push(tokio::spawn(async move {
+            let _ = started.send(());
+            append.await
+        }));
+    }
+    for _ in 0..QUEUED {
+        queued.recv().await.expect("every append starts");
+    }
+    tokio::task::yield_now().await;
+    sqlx::query("COMMIT")
+        .execute(&mut holder)
+        .await
+        .expect("release the lock");
+    let held = first
+        .await
+        .expect("first append")
+        .expect("first append stored");
+    let mut commits = std::collections::HashSet::new();
+    let mut positions = std::collections::HashSet::new();
+    for task in rest {
+        let outcome = task.await.expect("append task").expect("append stored");
+        assert_eq!(outcome.stream_version, 1);
+        commits.insert(outcome.position.commit);
+        positions.insert(outcome.position);
+    }
+    assert_eq!(positions.len(), QUEUED, "each append has its own position");
+    assert_eq!(
+        commits.len(),
+        1,
+        "the {QUEUED} appends queued behind the held commit share the next one"
+    );
     assert!(
-        commits.len() < STREAMS,
-        "{} commits for {STREAMS} concurrent first appends: none were grouped",
-        commits.len()
+        !commits.contains(&held.position.commit),
+        "the held append committed on its own"
+    );
+    assert_eq!(
+        store_events(&backend.store, QUEUED + 1).await.len(),
+        QUEUED + 1
     );
     backend.cleanup().await;
 }
