@@ -7,6 +7,7 @@ mod error;
 
 pub mod command;
 pub mod connect;
+pub mod counting;
 pub mod group_commit;
 pub mod kurrentdb;
 pub mod model;
@@ -20,6 +21,7 @@ pub use command::{
     execute_with_hint,
 };
 pub use connect::connect;
+pub use counting::CountingStreamReads;
 pub use error::StoreError;
 pub use kurrentdb::{KurrentDbConfig, KurrentDbEventStore};
 pub use model::{

@@ -6,7 +6,14 @@
 //! loads the subscriber, sends the mail when the request is still the pending one, the subscriber
 //! is mailable and [`SubscriberState::may_send_confirmation`] allows it (at most three per 24 h),
 //! then appends `ConfirmationMailSent` (actor `mailer`, causation id = the request event's id) and
-//! only then saves the checkpoint. A crash after the relay accepted the mail and before
+//! only then saves the checkpoint. A request that is its stream's first event, when the
+//! subscription's last read of the log reached its end and held no later event of that stream,
+//! is decided on that one event folded, without reading the stream (a fresh signup's mail: one
+//! read of the log, none of the stream); any other request, and every retry, reads the stream
+//! first. Either way the record is appended expecting the version the decision saw, so an event
+//! that landed meanwhile makes it read the stream and decide again; what such an event cannot
+//! do is stop a mail already handed to the relay (an erasure a few milliseconds after the
+//! signup, say), with or without the read. A crash after the relay accepted the mail and before
 //! `ConfirmationMailSent` was appended sends it again on restart (same request, a new
 //! Message-ID); a mail is never lost. A crash after the append but before the checkpoint does
 //! not resend: a request that already has a sent mail is skipped.
@@ -28,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use newsletter_domain::{
-    ReasonText, RequestId, Subscriber, SubscriberCommand, SubscriberEvent, SubscriberId,
+    Decider, ReasonText, RequestId, Subscriber, SubscriberCommand, SubscriberEvent, SubscriberId,
     SubscriberState,
 };
 use newsletter_eventstore::command::{CommandError, execute, execute_on, load};
@@ -250,9 +257,23 @@ impl Mailer {
                 }
             };
             let run = self.next_run(first, &mut subscription, &mut carried).await;
-            let handled =
-                futures::future::join_all(run.iter().map(|event| self.handle(event, shutdown)))
-                    .await;
+            // A request whose stream holds nothing the subscription has not returned is decided
+            // on what the log showed: no read of the stream before its mail.
+            let whole: Vec<bool> = run
+                .iter()
+                .map(|event| {
+                    subscription.returned_all_of(&event.stream)
+                        && carried
+                            .as_ref()
+                            .is_none_or(|later| later.stream != event.stream)
+                })
+                .collect();
+            let handled = futures::future::join_all(
+                run.iter()
+                    .zip(whole)
+                    .map(|(event, whole)| self.handle(event, whole, shutdown)),
+            )
+            .await;
             // The checkpoint may move up to the last event before the first one not handled.
             let done_until = handled
                 .iter()
@@ -317,13 +338,14 @@ impl Mailer {
         run
     }
 
-    /// Handles one event of the log.
-    async fn handle(&self, event: &RecordedEvent, shutdown: &Shutdown) -> Handled {
+    /// Handles one event of the log; `whole`: the subscription had returned every event of its
+    /// stream as of its last read of the log.
+    async fn handle(&self, event: &RecordedEvent, whole: bool, shutdown: &Shutdown) -> Handled {
         if event.event_type != REQUESTED {
             return Handled::Skipped;
         }
         let requested = match event.decode::<SubscriberEvent>() {
-            Ok(SubscriberEvent::SubscriptionRequested(requested)) => requested,
+            Ok(decoded @ SubscriberEvent::SubscriptionRequested(_)) => decoded,
             Ok(_) => return Handled::Skipped,
             Err(e) => {
                 // Never retried: a stored event does not change. Logged with its position only.
@@ -335,13 +357,25 @@ impl Mailer {
             warn!(position = %event.position, stream = %event.stream, "request event outside a subscriber stream; skipped");
             return Handled::Skipped;
         };
+        let SubscriberEvent::SubscriptionRequested(request) = &requested else {
+            return Handled::Skipped;
+        };
+        let request_id = request.request_id;
         let span = info_span!(
             "confirmation_mail",
             %subscriber,
-            request_id = %requested.request_id,
+            %request_id,
             position = %event.position
         );
-        self.mail_request(event, subscriber, requested.request_id, shutdown)
+        // The stream's first event, and nothing after it in the log as last read: its state is
+        // this one event folded.
+        let known = (whole && event.stream_version == 1).then(|| {
+            (
+                Subscriber::evolve(SubscriberState::default(), &requested),
+                1,
+            )
+        });
+        self.mail_request(event, subscriber, request_id, known, shutdown)
             .instrument(span)
             .await
     }
@@ -351,6 +385,7 @@ impl Mailer {
         event: &RecordedEvent,
         subscriber: SubscriberId,
         request_id: RequestId,
+        mut known: Option<(SubscriberState, u64)>,
         shutdown: &Shutdown,
     ) -> Handled {
         let metadata = EventMetadata {
@@ -366,8 +401,13 @@ impl Mailer {
         let mut outage_waits: u32 = 0;
         loop {
             attempt += 1;
-            let Some(loaded) = self.load_state(&event.stream, shutdown).await else {
-                return Handled::Interrupted;
+            // Only the first attempt decides on what the log showed; a retry reads the stream.
+            let loaded = match known.take() {
+                Some(known) => Some(known),
+                None => match self.load_state(&event.stream, shutdown).await {
+                    Some(loaded) => loaded,
+                    None => return Handled::Interrupted,
+                },
             };
             let Some((state, version)) = loaded else {
                 return Handled::Skipped;

@@ -533,12 +533,7 @@ async fn restricted_superseded_and_expired_requests_are_not_mailed() {
     assert_eq!(to, ["p@example.com", "s@example.com"]);
     assert_eq!(stats.sent, 2);
     assert_eq!(stats.skipped, 3, "expired, restricted, superseded");
-    let restricted_events = world.events(restricted).await;
-    assert!(
-        !restricted_events
-            .iter()
-            .any(|(_, e)| matches!(e, SubscriberEvent::ConfirmationMailSent(_))),
-    );
+    assert!(!has_sent_mail(&world, restricted).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -569,6 +564,114 @@ async fn only_the_pending_request_of_a_superseded_pair_is_mailed() {
         .verify_confirm(&token_in(&parsed, "confirm"), t0())
         .unwrap();
     assert_eq!(claims.request, new, "the stale request got no mail");
+}
+
+/// Whether the subscriber's stream holds a recorded confirmation mail.
+async fn has_sent_mail(world: &World, subscriber: newsletter_domain::SubscriberId) -> bool {
+    world
+        .events(subscriber)
+        .await
+        .iter()
+        .any(|(_, e)| matches!(e, SubscriberEvent::ConfirmationMailSent(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_request_at_the_end_of_the_log_is_mailed_without_reading_its_stream() {
+    let world = World::new().await;
+    let server = SmtpServer::start();
+    let counting = Arc::new(newsletter_eventstore::CountingStreamReads::over(
+        Arc::clone(&world.store),
+    ));
+    let running = world.start_on(counting.clone(), smtp(&server), world.config());
+    let subscriber = new_subscriber();
+    world.request_news(subscriber, "f@example.com").await;
+    eventually(5, "the first mail recorded", || async {
+        has_sent_mail(&world, subscriber).await
+    })
+    .await;
+    assert_eq!(server.received().len(), 1);
+    assert_eq!(
+        counting.take(),
+        0,
+        "a stream's first event, last in the log as read, is decided on without a stream read"
+    );
+    // A second request of the same subscriber is not its stream's first event: read first.
+    world
+        .request(
+            subscriber,
+            new_request(),
+            "f@example.com",
+            Locale::En,
+            &["news"],
+        )
+        .await;
+    eventually(5, "the second mail", || async {
+        server.received().len() == 2
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(counting.take(), 1, "the later request read its stream once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_request_with_a_later_event_of_its_stream_in_the_same_read_is_not_mailed() {
+    let world = World::new().await;
+    let server = SmtpServer::start();
+    let (restricted, superseded) = (new_subscriber(), new_subscriber());
+    world.request_news(restricted, "r@example.com").await;
+    world.request_news(superseded, "s@example.com").await;
+    let newer = new_request();
+    world
+        .request(superseded, newer, "s@example.com", Locale::En, &["news"])
+        .await;
+    // Read with the others, but still in the buffer when `restricted`'s request is handled (the
+    // run ends at `superseded`'s second event).
+    world.restrict(restricted).await;
+    let running = world.start(smtp(&server), world.config());
+    eventually(5, "the pending request mailed", || async {
+        server.received().len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running.stop().await;
+    assert_eq!(server.received().len(), 1);
+    assert_eq!(server.received()[0].to, ["s@example.com"]);
+    assert!(
+        !has_sent_mail(&world, restricted).await,
+        "restricted: no mail"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_request_read_in_a_full_batch_reads_its_stream_before_its_mail() {
+    const OTHERS: usize = 300;
+    let world = World::new().await;
+    let server = SmtpServer::start();
+    let restricted = new_subscriber();
+    world.request_news(restricted, "r@example.com").await;
+    for n in 0..OTHERS {
+        world
+            .request_news(new_subscriber(), &format!("o{n}@example.com"))
+            .await;
+    }
+    // Beyond the mailer's first read of the log, which comes back full.
+    world.restrict(restricted).await;
+    let running = world.start(smtp(&server), world.config());
+    eventually(30, "every other request mailed", || async {
+        server.received().len() == OTHERS
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running.stop().await;
+    assert_eq!(server.received().len(), OTHERS);
+    assert!(
+        !server
+            .received()
+            .iter()
+            .any(|mail| mail.to.iter().any(|to| to == "r@example.com")),
+        "the restriction after the first full read stopped the mail"
+    );
+    assert!(!has_sent_mail(&world, restricted).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

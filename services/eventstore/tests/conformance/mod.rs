@@ -46,6 +46,7 @@ macro_rules! conformance_suite {
             concurrent_writers_read_back_exactly_once_in_one_order,
             subscription_catches_up_then_goes_live,
             subscription_resumes_from_its_checkpoint_after_a_restart,
+            a_subscription_knows_when_it_has_returned_every_event_of_a_stream,
             appends_survive_a_restart,
             command_handling_retries_conflicts_without_losing_updates,
             a_command_on_a_stream_believed_new_skips_the_read_and_still_sees_what_is_there,
@@ -470,6 +471,60 @@ pub async fn subscription_catches_up_then_goes_live<B: Backend>(backend: &mut B)
     assert!(subscription.try_next().await.expect("try next").is_none());
 }
 
+/// A subscription says it has returned every event of a stream only when its last read of the
+/// log came back short and none of the stream's events waits in its buffer: not while a later
+/// event of the stream is buffered, not after a full batch (more may follow).
+pub async fn a_subscription_knows_when_it_has_returned_every_event_of_a_stream<B: Backend>(
+    backend: &mut B,
+) {
+    let store = backend.store();
+    let (a, b) = (stream("whole-a"), stream("whole-b"));
+    for (s, expected, n) in [
+        (&a, ExpectedVersion::NoStream, 0),
+        (&b, ExpectedVersion::NoStream, 1),
+        (&a, ExpectedVersion::Exact(1), 2),
+        (&b, ExpectedVersion::Exact(1), 3),
+    ] {
+        store
+            .append(s, expected, events(n..n + 1))
+            .await
+            .expect("append");
+    }
+    // All four readable before the subscription's first read, so its reads are what they seem.
+    assert_eq!(read_everything(store.as_ref(), 10, 4).await.len(), 4);
+    let mut subscription = Subscription::new(
+        Arc::clone(&store),
+        None,
+        SubscriptionOptions {
+            batch_size: 3,
+            poll_interval: Duration::from_secs(30),
+        },
+    );
+    assert!(!subscription.returned_all_of(&a), "nothing read yet");
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next_event(&mut subscription).await);
+        let later_of_a_buffered = seen.len() < 3;
+        assert!(
+            !subscription.returned_all_of(&a),
+            "after {} events: {}",
+            seen.len(),
+            if later_of_a_buffered {
+                "a's second event waits in the buffer"
+            } else {
+                "the read was a full batch: more may follow"
+            }
+        );
+    }
+    assert_eq!(seen[2].stream, a);
+    assert_eq!(next_event(&mut subscription).await.stream, b);
+    assert!(
+        subscription.returned_all_of(&a),
+        "the last read came back short"
+    );
+    assert!(subscription.returned_all_of(&b));
+}
+
 /// A subscription started from a stored checkpoint after a restart continues exactly after it.
 pub async fn subscription_resumes_from_its_checkpoint_after_a_restart<B: Backend>(backend: &mut B) {
     let s = stream("resume");
@@ -615,64 +670,6 @@ pub async fn command_handling_retries_conflicts_without_losing_updates<B: Backen
     );
 }
 
-/// Delegates to a real store and counts the stream reads, to see which reads a command made.
-struct CountingReads {
-    inner: Arc<dyn EventStore>,
-    stream_reads: std::sync::atomic::AtomicUsize,
-}
-
-impl CountingReads {
-    fn over(inner: Arc<dyn EventStore>) -> Self {
-        Self {
-            inner,
-            stream_reads: std::sync::atomic::AtomicUsize::new(0),
-        }
-    }
-
-    /// The stream reads made so far.
-    fn reads(&self) -> usize {
-        self.stream_reads.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-#[async_trait::async_trait]
-impl EventStore for CountingReads {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<newsletter_eventstore::AppendOutcome, StoreError> {
-        self.inner.append(stream, expected, events).await
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        after_version: u64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.stream_reads
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.read_stream(stream, after_version).await
-    }
-
-    async fn read_all(
-        &self,
-        after: Option<Position>,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, limit).await
-    }
-
-    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.changes()
-    }
-
-    fn adapter_name(&self) -> &'static str {
-        self.inner.adapter_name()
-    }
-}
-
 /// Adds `n` to the counter in `stream` through `execute_with_hint`, believing the stream new.
 async fn add_believing_new(
     store: &dyn EventStore,
@@ -701,7 +698,7 @@ pub async fn a_command_on_a_stream_believed_new_skips_the_read_and_still_sees_wh
 >(
     backend: &mut B,
 ) {
-    let store = CountingReads::over(backend.store());
+    let store = newsletter_eventstore::CountingStreamReads::over(backend.store());
     let reads = || store.reads();
     let fresh = stream("counter-fresh");
     let outcome = add_believing_new(&store, &fresh, 2)
@@ -761,7 +758,7 @@ pub async fn a_command_on_a_loaded_state_skips_the_read_and_decides_again_if_it_
 >(
     backend: &mut B,
 ) {
-    let store = CountingReads::over(backend.store());
+    let store = newsletter_eventstore::CountingStreamReads::over(backend.store());
     let reads = || store.reads();
     let counter = stream("counter-loaded");
     add_believing_new(&store, &counter, 2).await.expect("first");

@@ -274,8 +274,18 @@ impl World {
 
     /// Starts a mailer; the returned handle stops it.
     pub fn start(&self, transport: Arc<dyn MailTransport>, config: MailerConfig) -> Running {
+        self.start_on(Arc::clone(&self.store), transport, config)
+    }
+
+    /// Starts a mailer that reads and writes through `store` (this world's store, decorated).
+    pub fn start_on(
+        &self,
+        store: Arc<dyn EventStore>,
+        transport: Arc<dyn MailTransport>,
+        config: MailerConfig,
+    ) -> Running {
         let mailer = Mailer::new(
-            Arc::clone(&self.store),
+            store,
             self.checkpoints.clone(),
             transport,
             Arc::clone(&self.keys),
@@ -322,6 +332,12 @@ impl World {
             confirm_by: now + TimeDelta::days(7),
         };
         self.execute(subscriber, command).await;
+    }
+
+    /// A fresh request of `subscriber` for the news list, in Danish.
+    pub async fn request_news(&self, subscriber: SubscriberId, email: &str) {
+        self.request(subscriber, new_request(), email, Locale::Da, &["news"])
+            .await;
     }
 
     pub async fn execute(&self, subscriber: SubscriberId, command: SubscriberCommand) {

@@ -1326,57 +1326,6 @@ pub async fn the_live_status_view_loads_the_read_model_then_follows_the_log(
         .unwrap();
 }
 
-/// The event store, counting the stream reads made through it.
-struct CountingStreamReads {
-    inner: Arc<dyn EventStore>,
-    stream_reads: std::sync::atomic::AtomicUsize,
-}
-
-impl CountingStreamReads {
-    fn take(&self) -> usize {
-        self.stream_reads
-            .swap(0, std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-#[async_trait::async_trait]
-impl EventStore for CountingStreamReads {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: newsletter_eventstore::ExpectedVersion,
-        events: Vec<newsletter_eventstore::NewEvent>,
-    ) -> Result<newsletter_eventstore::AppendOutcome, newsletter_eventstore::StoreError> {
-        self.inner.append(stream, expected, events).await
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        after_version: u64,
-    ) -> Result<Vec<newsletter_eventstore::RecordedEvent>, newsletter_eventstore::StoreError> {
-        self.stream_reads
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.read_stream(stream, after_version).await
-    }
-
-    async fn read_all(
-        &self,
-        after: Option<newsletter_eventstore::Position>,
-        limit: usize,
-    ) -> Result<Vec<newsletter_eventstore::RecordedEvent>, newsletter_eventstore::StoreError> {
-        self.inner.read_all(after, limit).await
-    }
-
-    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.changes()
-    }
-
-    fn adapter_name(&self) -> &'static str {
-        self.inner.adapter_name()
-    }
-}
-
 /// The log's events after `after` once `count` of them are readable (a bounded wait: on
 /// PostgreSQL an event is readable once no older transaction is open in the cluster).
 async fn next_events(
@@ -1415,10 +1364,7 @@ pub async fn the_live_status_view_reads_a_stream_only_when_the_batch_cannot_be_f
 ) {
     let store = backend.store();
     let models = backend.models();
-    let counting = CountingStreamReads {
-        inner: Arc::clone(&store),
-        stream_reads: std::sync::atomic::AtomicUsize::new(0),
-    };
+    let counting = newsletter_eventstore::CountingStreamReads::over(Arc::clone(&store));
     let live = LiveStatus::new();
     live.load(&models).await.unwrap();
     let (a, b) = (new_id(), new_id());
