@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use newsletter_domain::{
     Decider, ReasonText, RequestId, Subscriber, SubscriberCommand, SubscriberEvent, SubscriberId,
-    SubscriberState,
+    SubscriberState, SubscriptionRequested,
 };
 use newsletter_eventstore::command::{CommandError, execute, execute_on, load};
 use newsletter_eventstore::{
@@ -257,12 +257,13 @@ impl Mailer {
                 }
             };
             let run = self.next_run(first, &mut subscription, &mut carried).await;
-            // A request whose stream holds nothing the subscription has not returned is decided
-            // on what the log showed: no read of the stream before its mail.
-            let whole: Vec<bool> = run
+            // A stream's first event with nothing after it that the subscription has not
+            // returned is decided on what the log showed: no read of the stream before its mail.
+            let alone: Vec<bool> = run
                 .iter()
                 .map(|event| {
-                    subscription.returned_all_of(&event.stream)
+                    event.stream_version == 1
+                        && subscription.returned_all_of(&event.stream)
                         && carried
                             .as_ref()
                             .is_none_or(|later| later.stream != event.stream)
@@ -270,8 +271,8 @@ impl Mailer {
                 .collect();
             let handled = futures::future::join_all(
                 run.iter()
-                    .zip(whole)
-                    .map(|(event, whole)| self.handle(event, whole, shutdown)),
+                    .zip(alone)
+                    .map(|(event, alone)| self.handle(event, alone, shutdown)),
             )
             .await;
             // The checkpoint may move up to the last event before the first one not handled.
@@ -338,14 +339,19 @@ impl Mailer {
         run
     }
 
-    /// Handles one event of the log; `whole`: the subscription had returned every event of its
-    /// stream as of its last read of the log.
-    async fn handle(&self, event: &RecordedEvent, whole: bool, shutdown: &Shutdown) -> Handled {
+    /// Handles one event of the log; `alone`: it is its stream's first event and, as of the
+    /// subscription's last read of the log, its only one.
+    async fn handle(&self, event: &RecordedEvent, alone: bool, shutdown: &Shutdown) -> Handled {
         if event.event_type != REQUESTED {
             return Handled::Skipped;
         }
-        let requested = match event.decode::<SubscriberEvent>() {
-            Ok(decoded @ SubscriberEvent::SubscriptionRequested(_)) => decoded,
+        let (requested, request_id) = match event.decode::<SubscriberEvent>() {
+            Ok(
+                decoded @ SubscriberEvent::SubscriptionRequested(SubscriptionRequested {
+                    request_id,
+                    ..
+                }),
+            ) => (decoded, request_id),
             Ok(_) => return Handled::Skipped,
             Err(e) => {
                 // Never retried: a stored event does not change. Logged with its position only.
@@ -357,19 +363,14 @@ impl Mailer {
             warn!(position = %event.position, stream = %event.stream, "request event outside a subscriber stream; skipped");
             return Handled::Skipped;
         };
-        let SubscriberEvent::SubscriptionRequested(request) = &requested else {
-            return Handled::Skipped;
-        };
-        let request_id = request.request_id;
         let span = info_span!(
             "confirmation_mail",
             %subscriber,
             %request_id,
             position = %event.position
         );
-        // The stream's first event, and nothing after it in the log as last read: its state is
-        // this one event folded.
-        let known = (whole && event.stream_version == 1).then(|| {
+        // The stream's only event as last read: its state is this one event folded.
+        let known = alone.then(|| {
             (
                 Subscriber::evolve(SubscriberState::default(), &requested),
                 1,
