@@ -163,11 +163,13 @@ impl Commit for PgNewKeys {
 
     /// One statement: a multi-row insert that keeps the rows already there (and, for a
     /// subscriber twice in the batch, one of the keys), and a read of the rows that were there
-    /// before it.
+    /// before it. Rows go in in subscriber-id order, so two processes' batches for the same
+    /// subscribers wait for each other instead of deadlocking.
     async fn commit(&mut self, keys: &[NewKey]) -> Result<Vec<Option<KeyRow>>, sqlx::Error> {
         const UPSERT_MANY: &str = "WITH inserted AS ( \
                  INSERT INTO keyvault_data_keys (subscriber_id, key_id, wrapped_key, created_at) \
                  SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::timestamptz[]) \
+                 ORDER BY 1 \
                  ON CONFLICT (subscriber_id) DO NOTHING \
                  RETURNING subscriber_id, key_id, wrapped_key, shredded_at) \
              SELECT * FROM inserted \

@@ -200,11 +200,12 @@ impl Commit for PgClaims {
 
     /// One statement: a multi-row insert that keeps the entries already there (and, for an
     /// address claimed twice in the batch, one of the claims), and a read of the entries that
-    /// were there before it.
+    /// were there before it. Rows go in in address-hash order, so two processes' batches
+    /// claiming the same addresses wait for each other instead of deadlocking.
     async fn commit(&mut self, claims: &[ClaimRequest]) -> Result<Vec<Option<Uuid>>, sqlx::Error> {
         const CLAIM_MANY: &str = "WITH inserted AS ( \
                  INSERT INTO email_index (address_hash, subscriber_id) \
-                 SELECT * FROM unnest($1::bytea[], $2::uuid[]) \
+                 SELECT * FROM unnest($1::bytea[], $2::uuid[]) ORDER BY 1 \
                  ON CONFLICT (address_hash) DO NOTHING RETURNING address_hash, subscriber_id) \
              SELECT address_hash, subscriber_id FROM inserted \
              UNION ALL SELECT address_hash, subscriber_id FROM email_index \

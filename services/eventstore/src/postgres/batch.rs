@@ -4,9 +4,14 @@
 //! Each row is inserted only if its stream is at the expected version, checked in the
 //! statement's `WHERE` like the single append; a row whose check failed is resolved alone
 //! afterwards (a conflict, or a replay of an append already stored). A unique violation (a
-//! concurrent writer in another process, or an event id already stored) undoes the whole
-//! statement, and the batch then goes one append at a time, each its own statement, which tells
+//! concurrent writer in another process, or an event id already stored) or a deadlock undoes the
+//! whole statement, and the batch then goes one append at a time, each its own statement, which tells
 //! replays from conflicts. So does a batch with a stream twice in it.
+//!
+//! Rows go in in stream-id order, not in the callers' order: two processes' batches racing on
+//! the same new streams then take the `(stream_id, version)` index entries in one order, so one
+//! waits for the other instead of the two deadlocking (which PostgreSQL would break by failing
+//! one of them). Within one commit the callers are concurrent, so any order among them is theirs.
 
 use std::collections::{HashMap, HashSet};
 
@@ -33,8 +38,11 @@ const APPEND_MANY_SQL: &str = "INSERT INTO events \
                 THEN NOT EXISTS (SELECT 1 FROM events x WHERE x.stream_id = e.stream_id) \
                 ELSE EXISTS (SELECT 1 FROM events x \
                              WHERE x.stream_id = e.stream_id AND x.version = e.expected) END \
-     ORDER BY e.ord \
+     ORDER BY e.stream_id \
      RETURNING stream_id, position, transaction_id::text::bigint AS commit_position, version";
+
+/// PostgreSQL's SQLSTATE for a statement it aborted to break a deadlock.
+const DEADLOCK_DETECTED: &str = "40P01";
 
 /// One caller's one-event append, waiting for the writer.
 pub(super) struct OneEventAppend {
@@ -68,7 +76,11 @@ impl Commit for PgAppends {
                     }
                     return Ok(replies);
                 }
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
+                // Undone whole: go one append at a time (a deadlock, which the stream-id order
+                // should prevent, is undone the same way).
+                Err(sqlx::Error::Database(e))
+                    if e.is_unique_violation()
+                        || e.code().as_deref() == Some(DEADLOCK_DETECTED) => {}
                 Err(e) => return Err(e),
             }
         }
